@@ -15,9 +15,7 @@ def build(cfg: Mapping[str, Any]) -> TaskData:
     pool: set[str] = set()
     while len(pool) < 600:
         pool.add("".join(rng.choice("abcdef") for _ in range(rng.randint(2, 4))))
-    items = [
-        Example(prompt=cfg["template"].format(text=w), answer=w[::-1]) for w in sorted(pool)
-    ]
+    items = [Example(prompt=cfg["template"].format(text=w), answer=w[::-1]) for w in sorted(pool)]
     splits = split(
         items,
         n_train=cfg["n_train"],

@@ -1,0 +1,83 @@
+"""Greedy generation that is correct for every method, and the reference it is tested against.
+
+transformers 4.57.x `generate()` handles peft prompt and prefix methods correctly (5.x drops
+prefix-tuning prefixes silently); tests/test_generation.py compares `greedy_generate` with
+`greedy_reference`, a plain no-cache argmax loop over the adapter-active forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from bench.train import autocast_ctx, prompt_ids
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: Any,
+    tok: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    precision: str = "fp32",
+    device: str = "cpu",
+) -> list[list[int]]:
+    """New token ids per prompt (EOS and everything after it removed). Left-padded batches."""
+    model.eval()
+    out: list[list[int]] = []
+    # sort by length so batches pad little; restore the order at the end
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    res: dict[int, list[int]] = {}
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        seqs = [prompt_ids(prompts[i], tok) for i in idx]
+        n = max(len(x) for x in seqs)
+        ids = torch.full((len(seqs), n), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, x in enumerate(seqs):
+            ids[j, n - len(x) :] = torch.tensor(x)
+            mask[j, n - len(x) :] = 1
+        with autocast_ctx(precision, device):
+            gen = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        new = gen[:, n:].tolist()
+        for j, i in enumerate(idx):
+            row = new[j]
+            if tok.eos_token_id in row:
+                row = row[: row.index(tok.eos_token_id)]
+            res[i] = row
+    out = [res[i] for i in range(len(prompts))]
+    return out
+
+
+@torch.no_grad()
+def greedy_reference(model: Any, tok: Any, prompt: str, *, max_new_tokens: int) -> list[int]:
+    """The definition of greedy decoding: full forward pass each step (no cache), argmax."""
+    model.eval()
+    ids = torch.tensor([prompt_ids(prompt, tok)])
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+        nxt = int(logits[0, -1].argmax())
+        if nxt == tok.eos_token_id:
+            break
+        new.append(nxt)
+        ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    return new
+
+
+def generate_text(model: Any, tok: Any, prompts: Sequence[str], **kw: Any) -> list[str]:
+    return [
+        tok.decode(x, skip_special_tokens=True) for x in greedy_generate(model, tok, prompts, **kw)
+    ]

@@ -1,0 +1,68 @@
+"""Freeze: train only some transformer blocks (the last k, or the first k when k < 0), optionally
+only their MLP or attention, plus optional embeddings / lm_head. Saves only what trained."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.methods import register, require
+from bench.models import ModelInfo
+
+MODULES = ("all", "mlp", "self_attn")
+
+
+def selected_layers(k: int, num_layers: int) -> list[int]:
+    return list(range(num_layers - k, num_layers)) if k > 0 else list(range(-k))
+
+
+class Freeze:
+    name = "freeze"
+
+    def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
+        k = cfg.get("trainable_layers")
+        n = info.num_layers
+        require(
+            isinstance(k, int) and k != 0 and abs(k) <= n,
+            "method.trainable_layers",
+            f"got {k!r}; valid: 1..{n} (last k blocks) or -1..-{n} (first k); model has {n} layers",
+        )
+        m = cfg.get("trainable_modules")
+        require(m in MODULES, "method.trainable_modules", f"got {m!r}; valid: {list(MODULES)}")
+
+    def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
+        return {}
+
+    def apply(self, model: Any, cfg: Mapping[str, Any]) -> Any:
+        model.requires_grad_(False)
+        layers = model.model.layers
+        for i in selected_layers(cfg["trainable_layers"], len(layers)):
+            block = layers[i]
+            target = (
+                block
+                if cfg["trainable_modules"] == "all"
+                else getattr(block, cfg["trainable_modules"])
+            )
+            target.requires_grad_(True)
+        if cfg.get("train_embeddings"):
+            model.get_input_embeddings().requires_grad_(True)
+        if cfg.get("train_lm_head"):  # tied embeddings make this train the embeddings too
+            model.get_output_embeddings().requires_grad_(True)
+        return model
+
+    def inference_extra_params(self, model: Any) -> int:
+        return 0
+
+    def save(self, model: Any, out: Path) -> int:
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+        trained = {
+            n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad
+        }
+        save_file(trained, str(out / "trained_weights.safetensors"))
+        return (out / "trained_weights.safetensors").stat().st_size
+
+
+register(Freeze())

@@ -1,0 +1,162 @@
+"""The results record (DESIGN section 9): run ids, atomic writes, resume checks, environment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("success", "failed", "oom", "diverged", "cancelled")
+# Settings that do not change a run's result: where it is written and how it is logged.
+NON_RESULT_KEYS = ("logger", "sweep", "results_dir", "progress", "force", "hydra")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "bitsandbytes",
+    "lm_eval",
+    "wandb",
+    "hydra-core",
+    "pandas",
+    "accelerate",
+    "tokenizers",
+    "gguf",
+)
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(cfg: Mapping[str, Any], n: int = 10) -> str:
+    kept = {k: v for k, v in cfg.items() if k not in NON_RESULT_KEYS}
+    return hashlib.sha256(canonical(kept).encode()).hexdigest()[:n]
+
+
+def run_id(cfg: Mapping[str, Any]) -> str:
+    """Readable prefix + hash of every result-affecting setting (stable across processes)."""
+    names = (cfg["method"]["name"], cfg["model"]["name"], cfg["task"]["name"])
+    return "__".join(names) + f"__s{cfg['seed']}__{config_hash(cfg)}"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """temp file in the same folder + fsync + rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_done(path: Path) -> bool:
+    rec = read_record(path)
+    return bool(rec) and rec.get("status") == "success"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    pkgs = {}
+    for p in PACKAGES:
+        try:
+            pkgs[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pkgs[p] = None
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    dev = (
+        torch.cuda.get_device_name(0)
+        if device.startswith("cuda")
+        else platform.processor() or platform.machine()
+    )
+    cpu = None
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return {
+        "git_sha": _git("rev-parse", "HEAD"),
+        "git_dirty": None if dirty is None else bool(dirty),
+        "packages": pkgs,
+        "python": platform.python_version(),
+        "device": device,
+        "device_name": dev,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "hostname_hash": hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12],
+    }
+
+
+def empty_record(cfg: Mapping[str, Any], rid: str) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": rid,
+        "status": "failed",
+        "error": None,
+        "method": cfg["method"]["name"],
+        "model": cfg["model"]["name"],
+        "task": cfg["task"]["name"],
+        "seed": cfg["seed"],
+        "sweep": cfg["sweep"],
+        "budget": None,
+        "config": dict(cfg),
+        "params": None,
+        "train": None,
+        "memory": None,
+        "quality": None,
+        "forgetting": None,
+        "repetition": None,
+        "hallucination": None,
+        "inference": None,
+        "model_info": None,
+        "task_info": None,
+        "timing": None,
+        "env": None,
+        "started_at": now(),
+        "finished_at": None,
+    }

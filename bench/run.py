@@ -1,0 +1,413 @@
+"""Entry point: `python -m bench.run method=lora model=smollm2-135m task=arithmetic`.
+
+`main` (Hydra) is a thin wrapper around `run_one(cfg) -> record`, which tests call directly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default path never touches a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PRECISIONS = ("bf16-autocast", "fp32", "bf16")
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        c = OmegaConf.to_container(cfg, resolve=True)
+        c.pop("hydra", None)
+        return c  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Every check that needs no weights: a bad value fails here, naming key and valid choices."""
+    from bench import data, methods, models
+    from bench.methods import ConfigError, require
+
+    method = methods.get(cfg["method"]["name"])
+    require(
+        cfg["model"].get("kind") in models.MODEL_KINDS,
+        "model.kind",
+        f"got {cfg['model'].get('kind')!r}; valid: {list(models.MODEL_KINDS)}",
+    )
+    if cfg["task"]["name"] not in data.names():
+        raise ConfigError(
+            f"task.name: {cfg['task']['name']!r} is not a task; valid: {data.names()}"
+        )
+    require(
+        cfg["precision"] in PRECISIONS,
+        "precision",
+        f"got {cfg['precision']!r}; valid: {list(PRECISIONS)}",
+    )
+    b = cfg["budget"]
+    require(
+        b.get("kind") in ("steps", "time"),
+        "budget.kind",
+        f"got {b.get('kind')!r}; valid: ['steps', 'time']",
+    )
+    for k in ("steps", "batch_size", "grad_accum", "seq_len"):
+        require(
+            isinstance(b.get(k), int) and b[k] > 0,
+            f"budget.{k}",
+            f"must be an int > 0, got {b.get(k)!r}",
+        )
+    if b["kind"] == "time":
+        require((b.get("seconds") or 0) > 0, "budget.seconds", "must be > 0")
+    lr = cfg["train"].get("lr") or cfg["method"].get("lr")
+    require(
+        isinstance(lr, (int, float)) and lr > 0, "train.lr / method.lr", f"must be > 0, got {lr!r}"
+    )
+    method.validate(cfg["method"], models.model_info(cfg["model"]))
+
+
+def _device(cfg: Mapping[str, Any]) -> str:
+    import torch
+
+    d = cfg.get("device", "auto")
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return d
+
+
+def _seed_all(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _quality(
+    model: Any, tok: Any, task: Any, cfg: Mapping[str, Any], device: str
+) -> dict[str, Any]:
+    from bench.generate import generate_text
+
+    test = task.splits["test"]
+    preds = generate_text(
+        model,
+        tok,
+        [e.prompt for e in test],
+        max_new_tokens=task.max_new_tokens,
+        batch_size=cfg["train"]["eval_batch_size"],
+        precision=cfg["precision"],
+        device=device,
+    )
+    scores = [task.score(p, e.answer) for p, e in zip(preds, test, strict=True)]
+    out: dict[str, Any] = {
+        "score": sum(scores) / len(scores),
+        "scores": scores,
+        "examples": preds[:5],
+    }
+    for name, fn in (task.info.get("extra_scores") or {}).items():
+        out[name] = sum(fn(p, e.answer) for p, e in zip(preds, test, strict=True)) / len(test)
+    return out
+
+
+def _general(model: Any, tok: Any, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    ev = cfg.get("eval") or {}
+    if not ev.get("enabled", False):
+        return None
+    from bench.metrics.general import evaluate_general
+
+    return evaluate_general(model, tok, ev)
+
+
+def _evaluate(
+    model: Any, tok: Any, task: Any, val: Any, cfg: Mapping[str, Any], device: str
+) -> dict[str, Any]:
+    """Everything measured on one state of the model (base = before, trained = after)."""
+    from bench.train import eval_loss
+
+    t0 = time.perf_counter()
+    q = _quality(model, tok, task, cfg, device)
+    vl = eval_loss(
+        model,
+        val,
+        batch_size=cfg["train"]["eval_batch_size"],
+        pad_id=tok.pad_token_id,
+        precision=cfg["precision"],
+        device=device,
+    )
+    general = _general(model, tok, cfg)
+    return {"quality": q, "val_loss": vl, "general": general, "seconds": time.perf_counter() - t0}
+
+
+def _before_key(cfg: Mapping[str, Any], method: Any) -> str:
+    """The base model's measurements depend on model, task, eval settings, precision and on how
+    the base is loaded (QLoRA's base is 4-bit) - not on the method otherwise."""
+    from bench.results import config_hash
+
+    quant = {
+        k: v
+        for k, v in cfg["method"].items()
+        if k in ("quant_type", "double_quant", "compute_dtype")
+    }
+    key = {
+        "model": cfg["model"],
+        "task": cfg["task"],
+        "eval": cfg.get("eval"),
+        "precision": cfg["precision"],
+        "quant": quant if method.load_kwargs(cfg["method"], "cpu") else None,
+        "eval_batch_size": cfg["train"]["eval_batch_size"],
+        "seq_len": cfg["budget"]["seq_len"],
+    }
+    return config_hash(key, 16)
+
+
+def run_one(cfg_in: Any) -> dict[str, Any]:
+    """Run one (method, model, task, seed) and return its record; the record is always written."""
+    from bench import data, measure, methods, models
+    from bench.results import (
+        empty_record,
+        environment,
+        is_done,
+        read_record,
+        run_id,
+        write_json_atomic,
+    )
+
+    cfg = _plain(cfg_in)
+    validate(cfg)  # before any expensive work
+    rid = run_id(cfg)
+    sweep_dir = Path(cfg["results_dir"]) / cfg["sweep"]
+    path = sweep_dir / f"{rid}.json"
+    if not cfg.get("force") and is_done(path):
+        print(f"[bench] skip {rid}: finished record exists", flush=True)
+        rec = read_record(path)
+        assert rec is not None
+        rec["_skipped"] = True
+        return rec
+
+    import torch
+
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    device = _device(cfg)
+    rec = empty_record(cfg, rid)
+    rec["env"] = environment(device)
+    method = methods.get(cfg["method"]["name"])
+    mcfg = dict(cfg["method"])
+    b = cfg["budget"]
+    rec["budget"] = {
+        "kind": b["kind"],
+        "steps": b["steps"] if b["kind"] == "steps" else None,
+        "batch_size": b["batch_size"],
+        "grad_accum": b["grad_accum"],
+        "seq_len": b["seq_len"],
+        "seconds": b.get("seconds") if b["kind"] == "time" else None,
+        "tokens": None,
+    }
+    tracker = _tracker(cfg, rid, sweep_dir)
+    tmp_adapter = Path(tempfile.mkdtemp(prefix="bench-adapter-"))
+    try:
+        from bench.train import Diverged, batch_stream, encode, train
+
+        baseline = measure.rss_bytes()
+        task = data.build(cfg["task"])
+        rec["task_info"] = {
+            "name": task.name,
+            "metric": task.metric,
+            "source": task.source,
+            "license": task.license,
+            **{f"n_{k}": len(v) for k, v in task.splits.items()},
+        }
+        rec["model_info"] = models.describe(cfg["model"])
+        dtype = torch.bfloat16 if cfg["precision"] == "bf16" else torch.float32
+        load_kw = method.load_kwargs(mcfg, device)
+
+        # ---- before: the base model, measured once per cell and cached beside the records
+        before_path = sweep_dir / ".cache" / f"before-{_before_key(cfg, method)}.json"
+        before = read_record(before_path)
+        if before is None:
+            model, tok = models.load(cfg["model"], dtype=dtype, device=device, extra_kwargs=load_kw)
+            val = [encode(e, tok, b["seq_len"]) for e in task.splits["validation"]]
+            before = _evaluate(model, tok, task, val, cfg, device)
+            write_json_atomic(before_path, before)
+            del model
+            measure.release_memory()
+        rec["timing"] = {"before_eval_s": before["seconds"], "before_cached": before_path.exists()}
+
+        # ---- train
+        _seed_all(cfg["seed"])
+        model, tok = models.load(cfg["model"], dtype=dtype, device=device, extra_kwargs=load_kw)
+        if "init_text" in mcfg:
+            mcfg["_tokenizer_path"] = str(models.model_dir(cfg["model"]))
+        model = method.apply(model, mcfg)
+        counts = measure.param_counts(model)
+        rec["params"] = {
+            **counts,
+            "trainable_pct": 100.0 * counts["trainable"] / counts["total"],
+            "inference_extra": method.inference_extra_params(model),
+            "adapter_bytes": None,
+        }
+        train_data = [encode(e, tok, b["seq_len"]) for e in task.splits["train"]]
+        val = [encode(e, tok, b["seq_len"]) for e in task.splits["validation"]]
+        opt_name = cfg["train"]["optimizer"]
+        if opt_name == "auto":
+            opt_name = getattr(method, "optimizer_name", lambda d: "adamw")(device)
+        meter = measure.MemoryMeter(device)
+        meter.start(baseline=baseline if device == "cpu" else None)
+
+        def on_step(step: int, m: dict[str, float]) -> None:
+            meter.sample()
+            if tracker:
+                tracker.log_step(step, {**m, "memory_bytes": meter.samples[-1] - meter.baseline})
+
+        lr = cfg["train"].get("lr") or mcfg["lr"]
+        res = train(
+            model,
+            batch_stream(
+                train_data, batch_size=b["batch_size"], seed=cfg["seed"], pad_id=tok.pad_token_id
+            ),
+            steps=b["steps"],
+            lr=lr,
+            grad_accum=b["grad_accum"],
+            warmup_ratio=cfg["train"]["warmup_ratio"],
+            weight_decay=cfg["train"]["weight_decay"],
+            clip=cfg["train"]["clip"],
+            precision=cfg["precision"],
+            device=device,
+            optimizer=opt_name,
+            max_seconds=b.get("seconds") if b["kind"] == "time" else None,
+            on_step=on_step,
+            progress=cfg.get("progress", True),
+        )
+        mem = meter.summary()
+        mem["breakdown"] = measure.memory_breakdown(model)
+        rec["memory"] = mem
+        rec["budget"]["tokens"] = res.tokens
+        st = sorted(res.step_times)
+        info = models.model_info(cfg["model"])
+        flops = measure.train_flops_per_token(
+            counts["total"], counts["trainable"], info.num_layers, info.hidden_size, b["seq_len"]
+        )
+        rec["train"] = {
+            "steps": res.steps,
+            "tokens": res.tokens,
+            "padded_tokens": res.padded_tokens,
+            "seconds": res.seconds,
+            "tokens_per_s": res.tokens / res.seconds,
+            "samples_per_s": res.steps * b["batch_size"] * b["grad_accum"] / res.seconds,
+            "step_time_p50": st[len(st) // 2],
+            "step_time_p90": st[min(len(st) - 1, int(0.9 * len(st)))],
+            "flops_per_token": flops,
+            "achieved_flops": flops * res.tokens / res.seconds,
+            "loss_curve": res.loss_curve,
+            "lr_curve": res.lr_curve,
+            "final_loss": res.final_loss,
+            "lr": lr,
+            "optimizer": opt_name,
+        }
+
+        # ---- after
+        after = _evaluate(model, tok, task, val, cfg, device)
+        rec["timing"]["after_eval_s"] = after["seconds"]
+        rec["quality"] = {
+            "metric": task.metric,
+            "before": before["quality"]["score"],
+            "after": after["quality"]["score"],
+            "val_loss_before": before["val_loss"],
+            "val_loss_after": after["val_loss"],
+            "n_test": len(task.splits["test"]),
+            "extra": {
+                k: {"before": before["quality"].get(k), "after": after["quality"][k]}
+                for k in (task.info.get("extra_scores") or {})
+            },
+            "examples_after": after["quality"]["examples"],
+        }
+        if before.get("general") and after.get("general"):
+            from bench.metrics.general import forgetting_summary
+
+            rec["forgetting"] = forgetting_summary(before["general"], after["general"])
+            rec["repetition"] = {
+                "before": before["general"].get("repetition"),
+                "after": after["general"].get("repetition"),
+            }
+            rec["hallucination"] = {
+                "before": before["general"].get("hallucination"),
+                "after": after["general"].get("hallucination"),
+            }
+        if (cfg.get("eval") or {}).get("inference", {}).get("enabled", False):
+            from bench.metrics.general import measure_inference
+
+            rec["inference"] = measure_inference(model, tok, cfg["eval"])
+        rec["params"]["adapter_bytes"] = method.save(model, tmp_adapter)
+        rec["status"] = "success"
+    except KeyboardInterrupt:
+        rec["status"], rec["error"] = "cancelled", "KeyboardInterrupt"
+        raise
+    except Exception as e:  # a failure is a result: record it, never take the sweep down
+        from bench.train import Diverged
+
+        oom = isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+        rec["status"] = "diverged" if isinstance(e, Diverged) else "oom" if oom else "failed"
+        rec["error"] = f"{type(e).__name__}: {e}"
+        rec["traceback"] = traceback.format_exc(limit=20)
+        print(f"[bench] {rid}: {rec['status']}: {rec['error']}", flush=True)
+    finally:
+        shutil.rmtree(tmp_adapter, ignore_errors=True)
+        rec["finished_at"] = __import__("bench.results", fromlist=["now"]).now()
+        write_json_atomic(path, rec)
+        if tracker:
+            tracker.finish(rec)
+    return rec
+
+
+def _tracker(cfg: Mapping[str, Any], rid: str, sweep_dir: Path) -> Any:
+    lg = cfg.get("logger") or {}
+    if lg.get("mode", "none") == "none":
+        return None
+    try:
+        from bench.tracking import Tracker
+    except ImportError:
+        return None
+    t = Tracker()
+    t.start(
+        cfg,
+        sweep=cfg["sweep"],
+        run_id=rid,
+        method=cfg["method"]["name"],
+        model=cfg["model"]["name"],
+        task=cfg["task"]["name"],
+        seed=cfg["seed"],
+        mode=lg["mode"],
+        dir=sweep_dir,
+        logger_cfg=lg,
+    )
+    return t
+
+
+def main() -> None:
+    import hydra
+
+    @hydra.main(
+        version_base="1.3",
+        config_path=str(Path(__file__).resolve().parent.parent / "conf"),
+        config_name="config",
+    )
+    def _main(cfg: Any) -> float:
+        rec = run_one(cfg)
+        q = rec.get("quality") or {}
+        print(
+            f"[bench] {rec['run_id']}: {rec['status']}, "
+            f"quality {q.get('before')} -> {q.get('after')}",
+            flush=True,
+        )
+        return float(q.get("after") or 0.0)
+
+    _main()
+
+
+if __name__ == "__main__":
+    main()
