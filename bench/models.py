@@ -115,6 +115,10 @@ def _build_gguf(cfg: Mapping[str, Any], out: Path) -> None:
 
     src = assets.ensure(cfg["asset"]) / cfg["gguf_dir"]
     tok = AutoTokenizer.from_pretrained(src, gguf_file=cfg["gguf_file"])
+    # The GGUF tokenizer comes back with eos = bos = <|im_start|> and prepends it; the GGUF
+    # metadata (and the original HF tokenizer) say eos = pad = <|im_end|> and no BOS.
+    for key, value in (cfg.get("tokenizer_fix") or {}).items():
+        setattr(tok, key, value)
     model = AutoModelForCausalLM.from_pretrained(
         src, gguf_file=cfg["gguf_file"], dtype=torch.float32
     )
@@ -134,7 +138,7 @@ def model_dir(cfg: Mapping[str, Any]) -> Path | str:
         final = Path(f"{final}-{cfg['num_kv_heads']}-{cfg.get('init_seed', 0)}")
         return _atomic_dir(final, lambda d: _build_tiny(cfg, d))
     if kind == "gguf":
-        final = assets.cache_root() / "models" / cfg["name"]
+        final = assets.cache_root() / "models" / f"{cfg['name']}-{cfg.get('revision', 0)}"
         return _atomic_dir(final, lambda d: _build_gguf(cfg, d))
     if kind == "ladder":
         from bench import ladder

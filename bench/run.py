@@ -103,14 +103,15 @@ def _quality(
         precision=cfg["precision"],
         device=device,
     )
-    scores = [task.score(p, e.answer) for p, e in zip(preds, test, strict=True)]
+    refs = [getattr(e, "references", None) or e.answer for e in test]  # multi-reference QA
+    scores = [task.score(p, r) for p, r in zip(preds, refs, strict=True)]
     out: dict[str, Any] = {
         "score": sum(scores) / len(scores),
         "scores": scores,
         "examples": preds[:5],
     }
     for name, fn in (task.info.get("extra_scores") or {}).items():
-        out[name] = sum(fn(p, e.answer) for p, e in zip(preds, test, strict=True)) / len(test)
+        out[name] = sum(fn(p, r) for p, r in zip(preds, refs, strict=True)) / len(test)
     return out
 
 

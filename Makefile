@@ -1,0 +1,62 @@
+# ft-bench: comparative benchmark of fine-tuning methods. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY            ?= .venv/bin/python
+SWEEP         ?= default
+TORCH_VERSION ?= 2.13.0
+# Where torch comes from. Empty: CPU wheel (+cpu) when no NVIDIA GPU is visible, PyPI's CUDA
+# wheel otherwise. Set e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128 to choose.
+TORCH_INDEX   ?=
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+STAMP := .venv/.installed
+
+.PHONY: help setup test lint format models sweep report bench clean-cache
+
+help: ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	@$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "[setup] torch present: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif [ -n "$(TORCH_INDEX)" ]; then $(PY) -m pip install -q "torch==$(TORCH_VERSION)" --index-url "$(TORCH_INDEX)"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	else $(PY) -m pip install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_VERSION)" 2>/dev/null \
+	  || $(PY) -m pip install -q "torch==$(TORCH_VERSION)+cpu" --index-url https://download.pytorch.org/whl/cpu; fi
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv (torch first), install the project, fetch offline assets (idempotent)
+	$(PY) -m bench.assets
+	$(PY) -m bench.models conf/model/smollm2-135m.yaml
+
+test: setup ## run the test suite (offline, CPU; sets itself up)
+	@bash tests/setup_chromium.sh
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff check + format check
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP) ## apply ruff formatting
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+models: setup ## pretrain the small model ladder (cached by config hash)
+	$(PY) -m bench.ladder
+
+sweep: models ## run a named sweep (SWEEP=default|smoke|paper) and write its report
+	$(PY) -m bench.run -m +sweep=$(SWEEP)
+	$(PY) -m bench.report --sweep $(SWEEP)
+
+report: $(STAMP) ## write reports/$(SWEEP)/ from results/$(SWEEP)/
+	$(PY) -m bench.report --sweep $(SWEEP)
+
+bench: setup ## throughput: harness vs a bare peft+torch loop, and MFU
+	$(PY) -m bench.speed
+
+clean-cache: ## remove the asset/model cache ($$BENCH_CACHE or ~/.cache/ft-bench)
+	rm -rf "$${BENCH_CACHE:-$$HOME/.cache/ft-bench}"

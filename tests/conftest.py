@@ -1,0 +1,59 @@
+"""Shared fixtures: Hydra-composed configs for the tiny model, offline by construction."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+
+
+def compose(overrides: list[str] | None = None) -> dict[str, Any]:
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hcompose(config_name="config", overrides=overrides or [])
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def tiny_cfg(method: str, tmp: Path, *extra: str) -> dict[str, Any]:
+    """tiny-random + tiny task + 3-step budget, small splits, no general eval, no logger."""
+    return compose(
+        [
+            f"method={method}",
+            "model=tiny-random",
+            "task=tiny",
+            "budget=tiny",
+            "eval=off",
+            "logger=none",
+            "task.n_train=64",
+            "task.n_val=8",
+            "task.n_test=8",
+            "precision=fp32",
+            "threads=1",
+            "progress=false",
+            f"results_dir={tmp}",
+            "sweep=test",
+            *extra,
+        ]
+    )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    """Tiny models run faster on one thread (no OpenMP sync per op), and xdist-free CI has 2
+    cores: one thread per test process keeps timings stable."""
+    import torch
+
+    torch.set_num_threads(1)

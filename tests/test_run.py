@@ -1,0 +1,70 @@
+"""End to end on tiny-random: every method trains 3 steps and writes a valid record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.results import STATUSES, run_id
+from bench.run import run_one
+from tests.conftest import METHODS, tiny_cfg
+
+REQUIRED = (
+    "schema_version run_id status error method model task seed sweep budget config params train "
+    "memory quality forgetting repetition hallucination inference env started_at finished_at"
+).split()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_three_steps_write_a_record(name: str, tmp_path: Path) -> None:
+    cfg = tiny_cfg(name, tmp_path)
+    rec = run_one(cfg)
+    path = tmp_path / "test" / f"{run_id(cfg)}.json"
+    on_disk = json.loads(path.read_text())
+    assert on_disk["status"] == "success", on_disk.get("traceback")
+    assert set(REQUIRED) <= set(on_disk)
+    assert on_disk["run_id"] == rec["run_id"] == run_id(cfg)
+    assert on_disk["method"] == name
+    t = on_disk["train"]
+    assert t["steps"] == 3 and len(t["loss_curve"]) == 3 and t["tokens"] > 0 and t["tokens_per_s"] > 0
+    assert on_disk["budget"]["tokens"] == t["tokens"]
+    assert t["tokens"] <= 3 * 4 * 32  # never more than steps x batch x seq_len real tokens
+    p = on_disk["params"]
+    assert 0 < p["trainable"] <= p["total"] and p["adapter_bytes"] > 0
+    q = on_disk["quality"]
+    assert 0.0 <= q["before"] <= 1.0 and 0.0 <= q["after"] <= 1.0 and q["n_test"] == 8
+    assert q["val_loss_before"] > 0 and q["val_loss_after"] > 0
+    m = on_disk["memory"]
+    assert m["device"] == "cpu" and m["peak_bytes"] >= m["p99_bytes"] and m["samples"] == 3
+    assert on_disk["env"]["packages"]["transformers"].startswith("4.57")
+    assert not list((tmp_path / "test").glob(".*.tmp"))  # atomic write leaves no temp file
+
+
+def test_failure_writes_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.train
+
+    def broken(*a: object, **k: object) -> None:
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(bench.train, "train", broken)
+    cfg = tiny_cfg("lora", tmp_path)
+    rec = run_one(cfg)
+    assert rec["status"] == "failed" and "injected failure" in rec["error"]
+    on_disk = json.loads((tmp_path / "test" / f"{rec['run_id']}.json").read_text())
+    assert on_disk["status"] == "failed" and on_disk["status"] in STATUSES
+
+
+def test_nan_loss_is_diverged(tmp_path: Path) -> None:
+    cfg = tiny_cfg("full", tmp_path, "train.lr=1e30", "train.clip=0")
+    rec = run_one(cfg)
+    assert rec["status"] == "diverged", rec["error"]
+
+
+def test_run_id_changes_with_result_settings(tmp_path: Path) -> None:
+    a = tiny_cfg("lora", tmp_path)
+    assert run_id(a) == run_id(tiny_cfg("lora", tmp_path))
+    assert run_id(a) == run_id(tiny_cfg("lora", tmp_path, "logger=wandb_offline", "sweep=other"))
+    for o in ("method.r=4", "seed=1", "budget.steps=4", "task.n_train=32", "precision=bf16-autocast"):
+        assert run_id(tiny_cfg("lora", tmp_path, o)) != run_id(a), o
