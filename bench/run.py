@@ -18,7 +18,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default path never touches a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-PRECISIONS = ("bf16-autocast", "fp32", "bf16")
+PRECISIONS = ("auto", "bf16-autocast", "fp32", "bf16")
 
 
 def _plain(cfg: Any) -> dict[str, Any]:
@@ -177,17 +177,19 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         run_id,
         write_json_atomic,
     )
+    from bench.sweep import note_finished
 
     cfg = _plain(cfg_in)
     validate(cfg)  # before any expensive work
+    cfg["precision"] = measure.resolve_precision(cfg["precision"], _device(cfg))
     rid = run_id(cfg)
-    sweep_dir = Path(cfg["results_dir"]) / cfg["sweep"]
+    sweep_dir = Path(cfg["results_dir"]) / cfg["sweep_name"]
     path = sweep_dir / f"{rid}.json"
     if not cfg.get("force") and is_done(path):
         print(f"[bench] skip {rid}: finished record exists", flush=True)
         rec = read_record(path)
         assert rec is not None
-        rec["_skipped"] = True
+        note_finished(cfg, rec, skipped=True)
         return rec
 
     import torch
@@ -362,6 +364,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         write_json_atomic(path, rec)
         if tracker:
             tracker.finish(rec)
+        note_finished(cfg, rec, skipped=False)
     return rec
 
 
@@ -369,14 +372,12 @@ def _tracker(cfg: Mapping[str, Any], rid: str, sweep_dir: Path) -> Any:
     lg = cfg.get("logger") or {}
     if lg.get("mode", "none") == "none":
         return None
-    try:
-        from bench.tracking import Tracker
-    except ImportError:
-        return None
+    from bench.tracking import Tracker
+
     t = Tracker()
     t.start(
         cfg,
-        sweep=cfg["sweep"],
+        sweep=cfg["sweep_name"],
         run_id=rid,
         method=cfg["method"]["name"],
         model=cfg["model"]["name"],
@@ -384,7 +385,8 @@ def _tracker(cfg: Mapping[str, Any], rid: str, sweep_dir: Path) -> Any:
         seed=cfg["seed"],
         mode=lg["mode"],
         dir=sweep_dir,
-        logger_cfg=lg,
+        project=lg.get("project") or "ft-bench",
+        entity=lg.get("entity"),
     )
     return t
 

@@ -1,9 +1,10 @@
 """`make bench`: the harness's training throughput next to a bare peft + torch loop.
 
-Same model, method, batch, sequence length, precision (bf16 autocast), optimizer (AdamW) and
-clipping; the two loops alternate (bare, harness, bare, harness) so drift in machine load hits
-both, and the first `warmup` steps of each are not timed. Also reports model-FLOPs utilisation
-against this machine's measured bf16 matmul peak. Results go to results/speed/<host-hash>.json.
+Same model, method, batch, sequence length, precision (bf16 autocast where this machine runs it
+faster, else fp32), optimizer (AdamW) and clipping; the two loops alternate (bare, harness, bare,
+harness) so drift in machine load hits both, and the first `warmup` steps of each are not timed.
+Also reports model-FLOPs utilisation against this machine's measured matmul peak in the precision
+used. Results go to results/speed/.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _build(method: str, model_cfg: dict[str, Any], device: str) -> tuple[Any, An
 
     mcfg = yaml.safe_load((CONF / "method" / f"{method}.yaml").read_text())
     m = methods.get(method)
-    model, tok = models.load(
+    model, _ = models.load(
         model_cfg, dtype=torch.float32, device=device, extra_kwargs=m.load_kwargs(mcfg, device)
     )
     torch.manual_seed(0)
@@ -48,7 +49,7 @@ def _build(method: str, model_cfg: dict[str, Any], device: str) -> tuple[Any, An
 
 
 def bare_loop(
-    model: Any, batches: list[dict[str, torch.Tensor]], lr: float, steps: int
+    model: Any, batches: list[dict[str, torch.Tensor]], lr: float, steps: int, precision: str
 ) -> list[float]:
     """What a user would write by hand: AdamW, autocast, clip, step. Returns step times."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -58,7 +59,10 @@ def bare_loop(
     for i in range(steps):
         b = batches[i % len(batches)]
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        if precision == "bf16-autocast":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(**b).loss
+        else:
             loss = model(**b).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -69,7 +73,7 @@ def bare_loop(
 
 
 def harness_loop(
-    model: Any, batches: list[dict[str, torch.Tensor]], lr: float, steps: int
+    model: Any, batches: list[dict[str, torch.Tensor]], lr: float, steps: int, precision: str
 ) -> list[float]:
     from bench.train import train
 
@@ -79,9 +83,7 @@ def harness_loop(
             yield batches[i % len(batches)]
             i += 1
 
-    res = train(
-        model, stream(), steps=steps, lr=lr, clip=1.0, precision="bf16-autocast", progress=False
-    )
+    res = train(model, stream(), steps=steps, lr=lr, clip=1.0, precision=precision, progress=False)
     return res.step_times
 
 
@@ -98,13 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2, help="alternating repetitions of each loop")
     ap.add_argument("--out", default="results/speed")
+    ap.add_argument("--precision", default="auto", help="auto | bf16-autocast | fp32")
     a = ap.parse_args(argv)
 
     model_cfg = yaml.safe_load((CONF / "model" / f"{a.model}.yaml").read_text())
     info = models.model_info(model_cfg)
-    peak = measure.measure_matmul_peak(torch.bfloat16, n=1024, seconds=2.0)
+    precision = measure.resolve_precision(a.precision, "cpu")
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    peak = measure.measure_matmul_peak(dtype, n=1024, seconds=2.0)
     print(
-        f"[speed] bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s, threads {torch.get_num_threads()}",
+        f"[speed] precision {precision}; {dtype} matmul peak {peak / 1e9:.0f} GFLOP/s; "
+        f"threads {torch.get_num_threads()}",
         flush=True,
     )
     rows = []
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         times: dict[str, list[float]] = {"bare": [], "harness": []}
         for _ in range(a.reps):
             for name, fn in (("bare", bare_loop), ("harness", harness_loop)):
-                t = fn(model, batches, mcfg["lr"], a.warmup + a.steps)
+                t = fn(model, batches, mcfg["lr"], a.warmup + a.steps, precision)
                 times[name] += t[a.warmup :]
         counts = measure.param_counts(model)
         flops = measure.train_flops_per_token(
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         "model": a.model,
         "batch": a.batch,
         "seq_len": a.seq,
-        "precision": "bf16-autocast",
+        "precision": precision,
         "optimizer": "adamw",
         "clip": 1.0,
         "steps_timed": a.steps * a.reps,

@@ -109,6 +109,15 @@ def make_optimizer(params: list[torch.nn.Parameter], name: str, lr: float, wd: f
     raise ValueError(f"optimizer {name!r}; valid: adamw, paged_adamw_32bit, paged_adamw_8bit")
 
 
+def lr_factor(progress: float, warmup_ratio: float) -> float:
+    """Linear warmup over the first `warmup_ratio` of the budget, then cosine decay to 0.
+    `progress` is the share of the budget used (steps, or seconds for `budget.kind=time`)."""
+    if progress < warmup_ratio:
+        return (progress + 1e-9) / warmup_ratio if warmup_ratio > 0 else 1.0
+    rest = (progress - warmup_ratio) / max(1.0 - warmup_ratio, 1e-9)
+    return 0.5 * (1.0 + math.cos(math.pi * rest))
+
+
 def train(
     model: Any,
     batches: Iterator[dict[str, torch.Tensor]],
@@ -127,13 +136,11 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the method left no trainable parameter")
     opt = make_optimizer(params, optimizer, lr, weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(warmup_ratio * steps), steps)
     model.train()
     res = TrainResult()
     bar = tqdm(total=steps, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
@@ -153,8 +160,13 @@ def train(
             raise Diverged(f"loss is {loss_sum} at step {step}")
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(params, clip)
+        # progress through the budget: steps, or seconds for a time budget
+        elapsed = time.perf_counter() - t_start
+        done = elapsed / max_seconds if max_seconds else (step - 0.5) / steps
+        cur_lr = lr * lr_factor(min(done, 1.0), warmup_ratio)
+        for g in opt.param_groups:
+            g["lr"] = cur_lr
         opt.step()
-        sched.step()
         opt.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         res.steps, res.tokens, res.padded_tokens = (
@@ -163,7 +175,6 @@ def train(
             res.padded_tokens + padded,
         )
         res.step_times.append(dt)
-        cur_lr = sched.get_last_lr()[0]
         res.loss_curve.append([step, loss_sum])
         res.lr_curve.append([step, cur_lr])
         bar.update(1)

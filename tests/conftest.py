@@ -44,7 +44,7 @@ def tiny_cfg(method: str, tmp: Path, *extra: str) -> dict[str, Any]:
             "threads=1",
             "progress=false",
             f"results_dir={tmp}",
-            "sweep=test",
+            "sweep_name=test",
             *extra,
         ]
     )

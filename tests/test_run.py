@@ -65,6 +65,6 @@ def test_nan_loss_is_diverged(tmp_path: Path) -> None:
 def test_run_id_changes_with_result_settings(tmp_path: Path) -> None:
     a = tiny_cfg("lora", tmp_path)
     assert run_id(a) == run_id(tiny_cfg("lora", tmp_path))
-    assert run_id(a) == run_id(tiny_cfg("lora", tmp_path, "logger=wandb_offline", "sweep=other"))
+    assert run_id(a) == run_id(tiny_cfg("lora", tmp_path, "logger=wandb_offline", "sweep_name=other"))
     for o in ("method.r=4", "seed=1", "budget.steps=4", "task.n_train=32", "precision=bf16-autocast"):
         assert run_id(tiny_cfg("lora", tmp_path, o)) != run_id(a), o

@@ -14,7 +14,7 @@ from bench.methods.lora import check_lora, lora_config
 from bench.models import ModelInfo
 
 QUANT_TYPES = ("nf4", "fp4")
-COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 class QLoRA(PeftMethod):
@@ -33,12 +33,18 @@ class QLoRA(PeftMethod):
         import torch
         from transformers import BitsAndBytesConfig
 
+        from bench.measure import resolve_precision
+
+        dtype = cfg["compute_dtype"]
+        if dtype == "auto":  # bf16 where it is fast (GPUs, AVX-512-BF16/AMX CPUs), else fp32
+            dtype = "bfloat16" if resolve_precision("auto", device) != "fp32" else "float32"
+
         return {
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type=cfg["quant_type"],
                 bnb_4bit_use_double_quant=cfg["double_quant"],
-                bnb_4bit_compute_dtype=getattr(torch, cfg["compute_dtype"]),
+                bnb_4bit_compute_dtype=getattr(torch, dtype),
                 bnb_4bit_quant_storage=torch.uint8,
             )
         }
