@@ -1,0 +1,313 @@
+"""Figures (matplotlib object API: no pyplot state, no GUI backend), saved as PNG and PDF.
+
+Output is reproducible: fixed rc parameters (the user's matplotlibrc is ignored), no creation
+date in the PDF, a fixed SVG hash salt.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure as MplFigure
+
+from bench.report.stats import Stat, pareto_front
+
+DPI = 100  # PNG resolution: keeps the embedded HTML small; the PDF is vector anyway
+_RC = {
+    **{k: v for k, v in mpl.rcParamsDefault.items() if k != "backend"},
+    "font.family": "DejaVu Sans",  # ships with matplotlib: same glyphs on every machine
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "legend.fontsize": 8,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "svg.hashsalt": "ft-bench",
+    "savefig.dpi": DPI,
+}
+_PDF_META = {"CreationDate": None, "ModDate": None, "Producer": None}
+_PNG_META = {"Software": None}
+_MARKERS = "osD^v<>pPhX*"
+
+
+@dataclass(frozen=True)
+class Point:
+    """One method in one cell: means with CI half-widths (NaN when missing)."""
+
+    label: str
+    x: Stat
+    y: Stat
+
+
+def style(methods: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Colour and marker per method, fixed by position in the canonical order."""
+    cmap = mpl.colormaps["tab10" if len(methods) <= 10 else "tab20"]
+    return {
+        m: (mpl.colors.to_hex(cmap(i % cmap.N)), _MARKERS[i % len(_MARKERS)])
+        for i, m in enumerate(methods)
+    }
+
+
+def _panels(size: tuple[float, float], left_pads: Sequence[float]) -> tuple[MplFigure, list[Axes]]:
+    """A row of axes with fixed margins in inches (constrained layout costs ~1 s a figure on a
+    small CPU; these figures are regular enough to lay out by hand)."""
+    width, height = size
+    right, bottom, top = 0.2, 0.55, 0.62  # inches: tick labels, x label; titles + suptitle
+    panel = (width - sum(left_pads) - right * len(left_pads)) / len(left_pads)
+    fig = MplFigure(figsize=size)
+    axes, x = [], 0.0
+    for pad in left_pads:
+        x += pad
+        axes.append(
+            fig.add_axes(
+                (x / width, bottom / height, panel / width, (height - bottom - top) / height)
+            )
+        )
+        x += panel + right
+    return fig, axes
+
+
+def _label_pad(labels: Sequence[str]) -> float:
+    """Left margin for horizontal-bar labels: ~0.075 in per character at 9 pt."""
+    return 0.25 + 0.075 * max((len(x) for x in labels), default=4)
+
+
+def save(fig: MplFigure, stem: Path) -> bytes:
+    """Write ``stem.png`` and ``stem.pdf``; return the PNG bytes (for HTML embedding)."""
+    buf = io.BytesIO()
+    with mpl.rc_context(_RC):  # savefig reads rcParams (dpi, font type, hash salt) at save time
+        fig.savefig(buf, format="png", metadata=_PNG_META)
+        fig.savefig(stem.with_suffix(".pdf"), format="pdf", metadata=_PDF_META)
+    png = buf.getvalue()
+    stem.with_suffix(".png").write_bytes(png)
+    return png
+
+
+def _empty(ax: Axes, title: str, why: str = "not measured") -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _err(s: Stat) -> float:
+    return s.half if math.isfinite(s.half) else 0.0
+
+
+def _pareto_panel(
+    ax: Axes,
+    points: Sequence[Point],
+    styles: Mapping[str, tuple[str, str]],
+    *,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    xscale: float = 1.0,
+) -> None:
+    pts = [p for p in points if math.isfinite(p.x.mean) and math.isfinite(p.y.mean)]
+    if logx:
+        pts = [p for p in pts if p.x.mean > 0]
+    if not pts:
+        _empty(ax, title)
+        return
+    for p in pts:
+        color, marker = styles[p.label]
+        ax.errorbar(
+            p.x.mean / xscale,
+            p.y.mean,
+            xerr=_err(p.x) / xscale,
+            yerr=_err(p.y),
+            fmt=marker,
+            color=color,
+            ms=6,
+            capsize=2,
+            lw=1,
+            label=p.label,
+        )
+        ax.annotate(
+            p.label,
+            (p.x.mean / xscale, p.y.mean),
+            xytext=(4, 3),
+            textcoords="offset points",
+            fontsize=7,
+            color=color,
+        )
+    front = pareto_front([(p.x.mean, p.y.mean) for p in pts])
+    if len(front) > 1:
+        xs = [pts[i].x.mean / xscale for i in front]
+        ys = [pts[i].y.mean for i in front]
+        ax.plot(xs, ys, "--", color="0.35", lw=1, drawstyle="steps-post", zorder=0)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+
+
+def pareto_figure(
+    *,
+    memory: Sequence[Point],
+    params: Sequence[Point],
+    learn_forget: Sequence[Point],
+    styles: Mapping[str, tuple[str, str]],
+    quality: str,
+    forgetting: str,
+    title: str,
+) -> MplFigure:
+    with mpl.rc_context(_RC):
+        fig, axes = _panels((13, 4.0), (0.75, 0.75, 0.75))
+        _pareto_panel(
+            axes[0],
+            memory,
+            styles,
+            title="Quality vs peak memory",
+            xlabel="peak memory (MiB)",
+            ylabel=f"{quality} after",
+            xscale=2**20,
+        )
+        _pareto_panel(
+            axes[1],
+            params,
+            styles,
+            title="Quality vs trainable parameters",
+            xlabel="trainable parameters",
+            ylabel=f"{quality} after",
+            logx=True,
+        )
+        _pareto_panel(
+            axes[2],
+            learn_forget,
+            styles,
+            title="Learning vs forgetting",
+            xlabel=forgetting,
+            ylabel=f"Δ {quality} (after − before)",
+        )
+        fig.suptitle(title + "  (dashed: Pareto front; bars: 95% t-interval)")
+        return fig
+
+
+def training_figure(
+    *,
+    curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]],
+    train_tps: Mapping[str, Stat],
+    infer_tps: Mapping[str, Stat],
+    styles: Mapping[str, tuple[str, str]],
+    title: str,
+) -> MplFigure:
+    """Loss curves (mean over seeds, min-max band) and training / inference throughput."""
+    with mpl.rc_context(_RC):
+        pad = _label_pad(list(train_tps) + list(infer_tps))
+        fig, (ax_loss, ax_tr, ax_inf) = _panels((13, 3.8), (0.75, pad, pad))
+        drawn = False
+        for label, runs in curves.items():
+            mean, lo, hi, steps = _mean_curve(runs)
+            if not len(steps):
+                continue
+            color = styles[label][0]
+            ax_loss.plot(steps, mean, color=color, lw=1.2, label=label)
+            if len(runs) > 1:
+                ax_loss.fill_between(steps, lo, hi, color=color, alpha=0.15, lw=0)
+            drawn = True
+        if drawn:
+            ax_loss.set_title("Training loss (mean over seeds, band: min–max)")
+            ax_loss.set_xlabel("optimizer step")
+            ax_loss.set_ylabel("loss")
+            ax_loss.legend(loc="upper right")
+        else:
+            _empty(ax_loss, "Training loss")
+        _bars(ax_tr, train_tps, styles, "Training throughput", "tokens/s")
+        _bars(ax_inf, infer_tps, styles, "Inference throughput", "generated tokens/s")
+        fig.suptitle(title)
+        return fig
+
+
+def _mean_curve(
+    runs: Sequence[Sequence[tuple[float, float]]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over runs at the steps every run logged."""
+    maps = [{float(s): float(v) for s, v in run if math.isfinite(float(v))} for run in runs]
+    maps = [m for m in maps if m]
+    if not maps:
+        e = np.array([])
+        return e, e, e, e
+    steps = sorted(set.intersection(*(set(m) for m in maps)))
+    vals = np.array([[m[s] for s in steps] for m in maps])
+    return vals.mean(0), vals.min(0), vals.max(0), np.array(steps)
+
+
+def _bars(
+    ax: Axes,
+    values: Mapping[str, Stat],
+    styles: Mapping[str, tuple[str, str]],
+    title: str,
+    xlabel: str,
+) -> None:
+    items = [(k, s) for k, s in values.items() if math.isfinite(s.mean)]
+    if not items:
+        _empty(ax, title)
+        return
+    ys = np.arange(len(items))
+    ax.barh(
+        ys,
+        [s.mean for _, s in items],
+        xerr=[_err(s) for _, s in items],
+        color=[styles[k][0] for k, _ in items],
+        capsize=2,
+    )
+    ax.set_yticks(ys, [k for k, _ in items])
+    ax.invert_yaxis()
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+
+
+def scaling_figure(
+    *,
+    quality: Mapping[str, Sequence[tuple[float, Stat]]],
+    forgetting: Mapping[str, Sequence[tuple[float, Stat]]],
+    styles: Mapping[str, tuple[str, str]],
+    quality_label: str,
+    forgetting_label: str,
+    title: str,
+) -> MplFigure:
+    """Per method, a metric against model size (one point per model, 95% t-interval bars)."""
+    with mpl.rc_context(_RC):
+        fig, axes = _panels((11, 3.8), (0.8, 0.8))
+        for ax, series, ylabel, name in (
+            (axes[0], quality, quality_label, "Quality"),
+            (axes[1], forgetting, forgetting_label, "Forgetting"),
+        ):
+            drawn = False
+            for label, pts in series.items():
+                pts = [(x, s) for x, s in pts if x > 0 and math.isfinite(s.mean)]
+                if not pts:
+                    continue
+                color, marker = styles[label]
+                ax.errorbar(
+                    [x for x, _ in pts],
+                    [s.mean for _, s in pts],
+                    yerr=[_err(s) for _, s in pts],
+                    fmt=f"-{marker}",
+                    color=color,
+                    ms=5,
+                    lw=1.2,
+                    capsize=2,
+                    label=label,
+                )
+                drawn = True
+            if not drawn:
+                _empty(ax, f"{name} vs model size")
+                continue
+            ax.set_xscale("log")
+            ax.set_title(f"{name} vs model size")
+            ax.set_xlabel("model size (parameters, see report)")
+            ax.set_ylabel(ylabel)
+            ax.legend(loc="best")
+        fig.suptitle(title)
+        return fig

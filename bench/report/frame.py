@@ -1,0 +1,173 @@
+"""Results folder -> one pandas DataFrame (one row per run, flattened ``a.b.c`` columns).
+
+Dtypes are explicit for every schema column (``KNOWN``), so a column never changes type with
+the data it happens to hold: text is ``string``, counts ``Int64`` (nullable), measurements
+``float64`` (NaN = not measured), ``env.git_dirty`` ``boolean``, timestamps UTC. ``config`` (the
+resolved run config) stays a dict and the curves (``train.loss_curve``, ``train.lr_curve``)
+lists of ``[step, value]``. Open-ended blocks (probes, repetition, hallucination, memory
+breakdown, packages) are numbers -> ``float64`` (also when absent everywhere), text ->
+``string``, anything else (e.g. example generations) -> ``object``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+S, N, F = "string", "Int64", "float64"  # text, count (nullable int), measurement
+KNOWN: dict[str, str] = {
+    "schema_version": S, "run_id": S, "status": S, "error": S, "method": S, "variant": S,
+    "model": S, "task": S, "seed": N, "sweep": S,
+    "budget.kind": S, "budget.steps": N, "budget.tokens": N, "budget.seconds": F,
+    "config": "object",
+    "params.total": N, "params.trainable": N, "params.trainable_pct": F,
+    "params.inference_extra": N, "params.adapter_bytes": N,
+    "train.steps": N, "train.tokens": N, "train.seconds": F, "train.tokens_per_s": F,
+    "train.loss_curve": "object", "train.lr_curve": "object", "train.final_loss": F,
+    "memory.device": S, "memory.peak_bytes": N, "memory.mean_bytes": N, "memory.p99_bytes": N,
+    "quality.metric": S, "quality.before": F, "quality.after": F,
+    "quality.val_loss_before": F, "quality.val_loss_after": F, "quality.n_test": N,
+    "forgetting.nll_before": F, "forgetting.nll_after": F, "forgetting.nll_delta": F,
+    "forgetting.mean_relative_drop": F,
+    "inference.tokens_per_s": F, "inference.latency_ms": F,
+    "inference.merged_tokens_per_s": F, "inference.merged_latency_ms": F,
+    "env.git_sha": S, "env.git_dirty": "boolean", "env.device": S, "env.threads": N,
+    "env.hostname_hash": S,
+    "started_at": "datetime64[ns, UTC]", "finished_at": "datetime64[ns, UTC]",
+    "model_info.name": S, "model_info.non_embedding_params": N, "model_info.total_params": N,
+    "model_info.source": S, "model_info.notes": S,
+    "task_info.name": S, "task_info.source": S, "task_info.license": S,
+    "task_info.metric": S, "task_info.n_train": N, "task_info.n_val": N,
+    "task_info.n_validation": N, "task_info.n_test": N, "model_info.kind": S,
+}  # fmt: skip
+OBJECT = [k for k, v in KNOWN.items() if v == "object"]  # kept whole, not flattened
+
+
+def _flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and name not in OBJECT:
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _dtype_of(column: str, values: list[Any]) -> str:
+    """Known columns by schema; open-ended ones (probes, repetition, hallucination, memory
+    breakdown, packages, ...) by what they hold: numbers (or nothing) -> float64."""
+    if column in KNOWN:
+        return KNOWN[column]
+    present = [v for v in values if v is not None]
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+        return "float64"
+    if all(isinstance(v, bool) for v in present):
+        return "boolean"
+    if all(isinstance(v, str) for v in present):
+        return "string"
+    return "object"  # lists (examples, curves) and mixed values, kept as they are
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or v is None:
+        return math.nan if v is None else float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan  # e.g. a probe that returned text: treated as not measured
+
+
+def _column(column: str, values: list[Any], dtype: str) -> pd.Series:
+    if dtype == "float64":
+        return pd.Series([_float(v) for v in values], dtype="float64", name=column)
+    if dtype == "Int64":
+        floats = [_float(v) for v in values]
+        if all(math.isnan(f) or f.is_integer() for f in floats):
+            ints = [None if math.isnan(f) else int(f) for f in floats]
+            return pd.Series(ints, dtype="Int64", name=column)
+        warnings.warn(f"{column}: non-integral values, kept as float64", stacklevel=3)
+        return pd.Series(floats, dtype="float64", name=column)
+    if dtype == "string":
+        return pd.Series(
+            [None if v is None else str(v) for v in values], dtype="string", name=column
+        )
+    if dtype == "boolean":
+        return pd.Series(
+            [None if v is None else bool(v) for v in values], dtype="boolean", name=column
+        )
+    if dtype.startswith("datetime"):
+        return pd.to_datetime(
+            pd.Series(values, dtype="object", name=column),
+            utc=True,
+            errors="coerce",
+            format="ISO8601",
+        )
+    return pd.Series(values, dtype="object", name=column)
+
+
+def is_record(obj: Any) -> bool:
+    return isinstance(obj, dict) and "run_id" in obj and "status" in obj
+
+
+def load_records(folder: Path) -> list[dict[str, Any]]:
+    """The run records in ``folder`` (``*.json``, not recursive), in file-name order."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            warnings.warn(f"skipping unreadable {path.name}: {exc}", stacklevel=2)
+            continue
+        if is_record(obj):
+            records.append(obj)
+        else:
+            warnings.warn(f"skipping {path.name}: not a run record", stacklevel=2)
+    return records
+
+
+def frame_of(records: list[Mapping[str, Any]]) -> pd.DataFrame:
+    flat = [_flatten(r) for r in records]
+    dynamic = sorted({k for f in flat for k in f} - set(KNOWN))
+    columns = [c for c in KNOWN if c not in ("variant",)] + dynamic
+    if any("variant" in f for f in flat):
+        columns.insert(columns.index("method") + 1, "variant")
+    data = {}
+    for column in columns:
+        values = [f.get(column) for f in flat]
+        data[column] = _column(column, values, _dtype_of(column, values))
+    df = pd.DataFrame(data, index=pd.RangeIndex(len(flat)))
+    _model_size(df)
+    return df
+
+
+def _model_size(df: pd.DataFrame) -> None:
+    """``model_size`` for scaling plots, and which count it is (``model_size_source``):
+    non-embedding parameters (Kaplan et al.) where recorded, else total parameters, else the
+    parameter count of the model's full / freeze runs (those count exactly the base model)."""
+    non_emb = df["model_info.non_embedding_params"].astype("float64")
+    total = df["model_info.total_params"].astype("float64")
+    base = df["params.total"].astype("float64").where(df["method"].isin(["full", "freeze"]))
+    from_runs = df["model"].map(base.groupby(df["model"]).max())
+    df["model_size"] = non_emb.fillna(total).fillna(from_runs.astype("float64"))
+    source = pd.Series(pd.NA, index=df.index, dtype="string")
+    source = source.mask(from_runs.notna(), "total parameters, from full/freeze runs")
+    source = source.mask(total.notna(), "total parameters")
+    df["model_size_source"] = source.mask(non_emb.notna(), "non-embedding parameters")
+
+
+def load_results(folder: Path) -> pd.DataFrame:
+    """One row per run record in ``folder``; columns as described in the module docstring."""
+    return frame_of(load_records(folder))
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a model or task name (hub ids contain slashes)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "x"

@@ -1,0 +1,704 @@
+"""Report generation: tables, statistics, determinism, self-contained HTML read by a browser.
+
+Every number here comes from SYNTHETIC TEST FIXTURES written under pytest's tmp_path: they are
+schema-valid but invented, and must never be copied into results/ or reports/.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from bench.report import build_report, load_results
+from bench.report.__main__ import main as report_main
+from bench.report.stats import mean_ci, pareto_front
+
+T_975_1 = 12.706204736174698  # Student t quantile, 0.975, 1 degree of freedom
+# LaTeX specials and non-ASCII on purpose: the .tex must escape them (and compile).
+OOM_MESSAGE = "torch.OutOfMemoryError: 100% of 2 GiB & more; {x}_1 #3 $HOME ~/a^2 \\p é→ (fixture)"
+
+# ------------------------------------------------------------------- synthetic test fixtures
+
+MODELS = {  # name -> non-embedding parameters (SYNTHETIC)
+    "ladder-4m": 4_000_000,
+    "smollm2-135m": 106_000_000,  # notes left empty: the report must add the 4-bit caveat
+}
+TASKS = ("arith", "reverse")
+METHODS = {  # name -> (trainable fraction, quality gain, nll delta): SYNTHETIC
+    "full": (1.0, 0.30, 0.40),
+    "freeze": (0.25, 0.20, 0.15),
+    "prompt_tuning": (0.0001, 0.05, 0.0),
+    "lora": (0.01, 0.25, 0.05),
+}
+
+
+def fixture_record(
+    method: str, model: str, task: str, seed: int, *, lr: float = 1e-4, **over: Any
+) -> dict[str, Any]:
+    """One SYNTHETIC, schema-valid run record (DESIGN section 9) for tests only."""
+    frac, gain, dnll = METHODS.get(method, (0.01, 0.1, 0.1))
+    size = MODELS[model]
+    total = size + 1_000_000
+    scale = 1.0 if model == "ladder-4m" else 1.5
+    before = 0.1 * scale
+    after = before + gain * scale + 0.02 * seed
+    steps = 20
+    rec: dict[str, Any] = {
+        "schema_version": 1,
+        "run_id": f"{method}-{model}-{task}-s{seed}-lr{lr:g}",
+        "status": "success",
+        "error": None,
+        "method": method,
+        "model": model,
+        "task": task,
+        "seed": seed,
+        "sweep": "fixture",
+        "budget": {"kind": "steps", "steps": steps, "tokens": steps * 512, "seconds": None},
+        "config": {"method": {"name": method}, "optim": {"lr": lr}, "seed": seed},
+        "params": {
+            "total": total,
+            "trainable": int(total * frac),
+            "trainable_pct": 100 * frac,
+            "inference_extra": 0,
+            "adapter_bytes": int(total * frac) * 4,
+        },
+        "train": {
+            "steps": steps,
+            "tokens": steps * 512,
+            "seconds": 10.0 * scale,
+            "tokens_per_s": 1000.0 / scale * (1 + frac) + seed,
+            "loss_curve": [
+                [s, 3.0 * math.exp(-s * (0.05 + gain / 5)) + 0.01 * seed]
+                for s in range(1, steps + 1)
+            ],
+            "final_loss": 3.0 * math.exp(-steps * (0.05 + gain / 5)),
+        },
+        "memory": {
+            "device": "cpu",
+            "peak_bytes": int(2**20 * (200 * scale + 400 * frac) + seed * 2**16),
+            "mean_bytes": int(2**20 * 150 * scale),
+            "p99_bytes": int(2**20 * 190 * scale),
+            "breakdown": {"weights": total * 4, "gradients": int(total * frac) * 4},
+        },
+        "quality": {
+            "metric": "exact_match",
+            "before": before,
+            "after": after,
+            "val_loss_before": 2.5,
+            "val_loss_after": 2.5 - gain,
+            "n_test": 50,
+        },
+        "forgetting": {
+            "nll_before": 3.0,
+            "nll_after": 3.0 + dnll + 0.01 * seed,
+            "nll_delta": dnll + 0.01 * seed,
+            "probes": {
+                "general_knowledge": {"before": 0.4, "after": 0.4 - dnll / 4},
+                "strategyqa": {"before": 0.5, "after": 0.5 - dnll / 8},
+            },
+            "mean_relative_drop": ((dnll / 4) / 0.4 + (dnll / 8) / 0.5) / 2,
+        },
+        "repetition": {
+            side: {
+                **{f"seq_rep_{n}": 0.1 * n * (1 + k) for n in range(1, 5)},
+                **{f"rep_{w}": 0.2 + k * 0.1 for w in (16, 32, 128)},
+                **{f"wrep_{w}": 0.1 + k * 0.05 for w in (16, 32, 128)},
+                "distinct_1": 0.5,
+                "distinct_2": 0.7 - k * 0.1,
+                "loop_share": 0.1 * k,
+            }
+            for side, k in (("before", 0), ("after", frac))
+        },
+        "hallucination": {
+            side: {"accuracy": 0.3, "abstention_rate": 0.2 - k / 10, "hallucination_rate": 0.5}
+            for side, k in (("before", 0), ("after", frac))
+        },
+        "inference": {"tokens_per_s": 50.0 / scale, "latency_ms": 20.0 * scale},
+        "env": {
+            "git_sha": "0123456789abcdef0123456789abcdef01234567",
+            "git_dirty": False,
+            "packages": {"torch": "2.13.0", "transformers": "4.57.6", "peft": "0.21.2"},
+            "device": "cpu (fixture)",
+            "threads": 2,
+            "hostname_hash": "deadbeef",
+        },
+        "started_at": f"2026-01-0{1 + seed}T10:00:00+00:00",
+        "finished_at": f"2026-01-0{1 + seed}T10:05:00+00:00",
+        "model_info": {
+            "name": model,
+            "non_embedding_params": size,
+            "total_params": total,
+            "source": "fixture",
+            "notes": None,
+        },
+        "task_info": {
+            "name": task,
+            "source": f"fixture {task} 1.0",
+            "license": "CC0-1.0 (fixture)",
+            "n_train": 400,
+            "n_val": 50,
+            "n_test": 50,
+        },
+    }
+    for key, value in over.items():
+        rec[key] = value
+    return rec
+
+
+def fixture_records() -> list[dict[str, Any]]:
+    """SYNTHETIC sweep: 4 methods x 2 models x 2 tasks x 2 seeds, an lr grid, a failed run."""
+    recs = [
+        fixture_record(m, model, t, s)
+        for m in METHODS
+        for model in MODELS
+        for t in TASKS
+        for s in (0, 1)
+    ]
+    # Hand-checkable cell: full on ladder-4m x arith has quality.after 0.2 and 0.4.
+    for r in recs:
+        if (r["method"], r["model"], r["task"]) == ("full", "ladder-4m", "arith"):
+            r["quality"]["after"] = 0.2 if r["seed"] == 0 else 0.4
+    # lr grid for lora on ladder-4m x reverse: the extra run has the better TEST score but the
+    # worse validation loss, so it must not be selected.
+    for s in (0, 1):
+        extra = fixture_record("lora", "ladder-4m", "reverse", s, lr=1e-3)
+        extra["quality"]["after"] = 0.99
+        extra["quality"]["val_loss_after"] = 9.0
+        recs.append(extra)
+    # Forgetting not measured for prompt tuning on smollm2 x reverse: reports must cope.
+    for r in recs:
+        if (r["method"], r["model"], r["task"]) == ("prompt_tuning", "smollm2-135m", "reverse"):
+            r["forgetting"] = None
+    failed = fixture_record("qlora", "smollm2-135m", "arith", 0)
+    for block in (
+        "params",
+        "train",
+        "memory",
+        "quality",
+        "forgetting",
+        "repetition",
+        "hallucination",
+        "inference",
+    ):
+        failed[block] = None
+    failed |= {
+        "status": "oom",
+        "error": "Traceback (most recent call last):\n  ...\n" + OOM_MESSAGE,
+    }
+    recs.append(failed)
+    return recs
+
+
+def write_folder(folder: Path, records: list[dict[str, Any]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for r in records:
+        (folder / f"{r['run_id']}.json").write_text(json.dumps(r, indent=1))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The SYNTHETIC fixture folder and two independent builds of its report."""
+    root = tmp_path_factory.mktemp("report")
+    results = write_folder(root / "results" / "fixture", fixture_records())
+    a = build_report(results, root / "reports" / "a")
+    b = build_report(results, root / "reports" / "b")
+    return results, a, b
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def test_mean_ci_hand_example() -> None:
+    s = mean_ci([0.2, 0.4])
+    assert s.n == 2
+    assert s.mean == pytest.approx(0.3)
+    assert s.sd == pytest.approx(math.sqrt(0.02))
+    # t_{0.975,1} * sd / sqrt(2) = 12.706 * 0.1414 / 1.414 = 1.2706
+    assert s.half == pytest.approx(T_975_1 * 0.1, rel=1e-9)
+    assert (s.low, s.high) == pytest.approx((0.3 - 1.2706205, 0.3 + 1.2706205))
+    # n = 3: t_{0.975,2} = 4.302653
+    s3 = mean_ci([1.0, 2.0, 3.0])
+    assert s3.half == pytest.approx(4.302652729911275 * 1.0 / math.sqrt(3))
+    one, none = mean_ci([0.5, float("nan")]), mean_ci([])
+    assert (one.n, one.mean) == (1, 0.5) and math.isnan(one.half)
+    assert none.n == 0 and math.isnan(none.mean)
+
+
+def test_pareto_front() -> None:
+    # (memory, quality): b dominates c (less memory, more quality); a and d trade off.
+    pts = [(1.0, 0.2), (2.0, 0.5), (3.0, 0.4), (4.0, 0.9), (float("nan"), 1.0)]
+    assert pareto_front(pts) == [0, 1, 3]
+    # learning (max) vs forgetting (min): same convention
+    assert pareto_front([(0.1, 0.3), (0.1, 0.2), (0.0, 0.1)]) == [2, 0]
+
+
+# -------------------------------------------------------------------------------- frame
+
+
+def test_load_results_dtypes(built: tuple[Path, Path, Path]) -> None:
+    df = load_results(built[0])
+    assert len(df) == 4 * 2 * 2 * 2 + 2 + 1
+    assert df["run_id"].is_unique
+    assert df["status"].dtype == "string" and df["method"].dtype == "string"
+    assert df["seed"].dtype == "Int64" and df["memory.peak_bytes"].dtype == "Int64"
+    assert df["quality.after"].dtype == "float64"
+    assert df["env.git_dirty"].dtype == "boolean"
+    assert str(df["started_at"].dtype).startswith("datetime64") and df["started_at"].dt.tz
+    assert df["forgetting.probes.strategyqa.after"].dtype == "float64"
+    assert df["repetition.after.seq_rep_4"].dtype == "float64"
+    assert df["env.packages.torch"].dtype == "string"
+    assert isinstance(df["config"].iloc[0], dict)
+    assert isinstance(df["train.loss_curve"].iloc[0], list)
+    failed = df[df["status"] == "oom"].iloc[0]
+    assert failed["error"].endswith(OOM_MESSAGE)
+    assert math.isnan(failed["quality.after"]) and failed["memory.peak_bytes"] is pd.NA
+    # wandb run folders and other files beside the records are ignored
+    assert df["model_size"].max() == 106_000_000
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def test_files_written(built: tuple[Path, Path, Path]) -> None:
+    out = built[1]
+    assert (out / "index.html").is_file() and (out / "report.md").is_file()
+    tables = {p.name for p in (out / "tables").iterdir()}
+    for name in (
+        "leaderboard.csv",
+        "runs.csv",
+        "budgets.csv",
+        "budgets.tex",
+        "models.tex",
+        "data.tex",
+        "packages.tex",
+        "repetition.tex",
+        "hallucination.tex",
+        "probes.tex",
+        "failures.csv",
+        "failures.tex",
+        "selection.tex",
+        "leaderboard__ladder-4m__arith.csv",
+        "leaderboard__ladder-4m__arith.tex",
+    ):
+        assert name in tables, name
+    figs = sorted(p.name for p in (out / "figures").iterdir())
+    stems = {p.rsplit(".", 1)[0] for p in figs}
+    assert {f"{s}.png" for s in stems} | {f"{s}.pdf" for s in stems} == set(figs)
+    # per cell: Pareto + training; per task: scaling (two model sizes)
+    assert len(stems) == 2 * 2 * 2 + 2
+    assert "pareto__smollm2-135m__reverse" in stems and "scaling__arith" in stems
+    for f in figs:
+        assert (out / "figures" / f).read_bytes()[:4] in (b"\x89PNG", b"%PDF")
+
+
+def test_deterministic(built: tuple[Path, Path, Path]) -> None:
+    _, a, b = built
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    differing = [str(f) for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
+    # Required: CSV, TeX and Markdown. Figures (and the HTML embedding them) too, here.
+    assert differing == []
+
+
+def test_leaderboard_numbers(built: tuple[Path, Path, Path]) -> None:
+    rows = read_csv(built[1] / "tables" / "leaderboard.csv")
+    by = {(r["model"], r["task"], r["method"]): r for r in rows}
+    full = by[("ladder-4m", "arith", "full")]
+    assert full["n"] == "2" and full["n_failed"] == "0"
+    assert float(full["quality_after_mean"]) == pytest.approx(0.3)
+    assert float(full["quality_after_ci95"]) == pytest.approx(1.2706205, abs=1e-6)
+    # per-seed gain = after - before: (0.2 - 0.1, 0.4 - 0.1)
+    assert float(full["quality_gain_mean"]) == pytest.approx(0.2)
+    # peak memory: 600 MiB and 600 MiB + 64 KiB
+    assert float(full["peak_memory_bytes_mean"]) == pytest.approx(600 * 2**20 + 2**15)
+    # trainable % from counts: 100 * int(5e6 * 0.01) / 5e6
+    lora = by[("ladder-4m", "arith", "lora")]
+    assert float(lora["trainable_pct_mean"]) == pytest.approx(1.0)
+    # lr grid: the validation choice (lr 1e-4), not the better test score 0.99
+    sel = by[("ladder-4m", "reverse", "lora")]
+    assert sel["n"] == "2"
+    assert float(sel["quality_after_mean"]) == pytest.approx(0.1 + 0.25 + 0.01)
+    # failed qlora run: counted, never averaged
+    q = by[("smollm2-135m", "arith", "qlora")]
+    assert (q["n"], q["n_failed"], q["quality_after_mean"]) == ("0", "1", "")
+    # forgetting not measured: empty, not zero
+    pt = by[("smollm2-135m", "reverse", "prompt_tuning")]
+    assert pt["nll_delta_mean"] == "" and pt["nll_delta_n"] == "0"
+    # sorted by quality after, best first
+    cell = [r["method"] for r in rows if (r["model"], r["task"]) == ("smollm2-135m", "reverse")]
+    assert cell == ["full", "lora", "freeze", "prompt_tuning"]
+
+    selection = read_csv(built[1] / "tables" / "selection.csv")
+    kept = {(r["seed"], r["lr"]): r["selected"] for r in selection}
+    assert kept == {
+        ("0", "0.0001"): "True",
+        ("0", "0.001"): "False",
+        ("1", "0.0001"): "True",
+        ("1", "0.001"): "False",
+    }
+
+
+def test_report_text(built: tuple[Path, Path, Path]) -> None:
+    md = (built[1] / "report.md").read_text()
+    order = [
+        md.index(h)
+        for h in (
+            "## Provenance",
+            "## Leaderboards",
+            "## Scaling",
+            "## Repetition",
+            "## Hallucination",
+            "## Failures",
+            "## Method notes",
+        )
+    ]
+    assert order == sorted(order)
+    assert "0123456789abcdef0123456789abcdef01234567 (clean, 35 runs)" in md
+    assert "dequantized" in md  # SmolLM2 caveat added although the record's notes are empty
+    assert "fixture arith 1.0" in md and "CC0-1.0 (fixture)" in md
+    assert "transformers | 4.57.6" in md
+    assert OOM_MESSAGE in md
+    assert "0.100 → 0.300 ± 1.271" in md  # the hand-computed cell
+    assert "Lester et al., 2021" in md and "Hu et al., 2021" in md
+    assert "(n=1)" not in md
+
+
+class _Refs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[tuple[str, str, str]] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "srcset", "data", "poster", "action"):
+                self.refs.append((tag, name, value or ""))
+
+
+def test_html_self_contained(built: tuple[Path, Path, Path]) -> None:
+    out = built[1]
+    text = (out / "index.html").read_text()
+    parser = _Refs()
+    parser.feed(text)
+    external = [r for r in parser.refs if not r[2].startswith(("data:", "#"))]
+    assert external == []
+    assert not {"script", "link", "iframe", "object", "embed"} & set(parser.tags)
+    assert "url(" not in text and "@import" not in text
+    imgs = [v for tag, name, v in parser.refs if tag == "img"]
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert len(imgs) == len(pngs)
+    embedded = {base64.b64decode(v.split(",", 1)[1]) for v in imgs}
+    assert embedded == {p.read_bytes() for p in pngs}
+
+
+# ----------------------------------------------------------------------------------- LaTeX
+
+_TEX = shutil.which("pdflatex") or shutil.which("lualatex") or shutil.which("xelatex")
+
+
+def _tex_rows(body: str) -> list[str]:
+    return [ln for ln in body.splitlines() if ln.endswith(r"\\")]
+
+
+def test_tex_tables(built: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    texs = sorted((built[1] / "tables").glob("*.tex"))
+    assert len(texs) >= 10
+    for path in texs:
+        body = path.read_text()
+        assert body.isascii(), path.name
+        lines = [ln for ln in body.splitlines() if not ln.startswith("%")]
+        spec = re.fullmatch(r"\\begin\{tabular\}\{([lrc]+)\}", lines[0])
+        assert spec, path.name
+        assert lines[1:2] == [r"\toprule"] and lines[3] == r"\midrule"
+        assert lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
+        for row in _tex_rows(body):
+            # unescaped & separate columns; the count matches the column spec
+            assert len(re.findall(r"(?<!\\)&", row)) == len(spec.group(1)) - 1, (path, row)
+            assert not re.search(r"(?<!\\)[_%#]", row), (path, row)
+            assert len(re.findall(r"(?<!\\)\$", row)) % 2 == 0  # math mode closed
+            stripped = re.sub(r"\\[{}]", "", row)
+            assert stripped.count("{") == stripped.count("}")
+    if _TEX is None:
+        return  # no TeX engine here: structural checks only
+    doc = tmp_path / "doc.tex"
+    inputs = "\n".join(f"\\input{{{p}}}\\par" for p in texs)
+    doc.write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage[T1]{fontenc}"
+        f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n"
+    )
+    proc = subprocess.run(
+        [_TEX, "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+# -------------------------------------------------------------------------- degraded data
+
+
+def test_degrades_without_measurements(tmp_path: Path) -> None:
+    recs = [fixture_record("lora", "ladder-4m", "arith", s) for s in (0, 1)]
+    for r in recs:
+        r["forgetting"] = r["repetition"] = r["hallucination"] = r["inference"] = None
+        del r["model_info"], r["task_info"]
+        r["train"]["loss_curve"] = None
+    # a record missing whole blocks, and one with no seed or times
+    gone = dict.fromkeys(("forgetting", "repetition", "hallucination", "inference", "budget"))
+    recs.append(
+        fixture_record(
+            "freeze",
+            "ladder-4m",
+            "arith",
+            0,
+            env=None,
+            config=None,
+            started_at=None,
+            finished_at=None,
+            **gone,
+        )
+    )
+    recs[-1]["seed"] = None
+    recs.append(
+        fixture_record(
+            "full",
+            "ladder-4m",
+            "arith",
+            0,
+            status="cancelled",
+            error=None,
+            params=None,
+            memory=None,
+            quality=None,
+        )
+    )
+    out = build_report(write_folder(tmp_path / "r", recs), tmp_path / "out")
+    md = (out / "report.md").read_text()
+    for phrase in (
+        "No run measured repetition.",
+        "No run measured hallucination.",
+        "No run measured probes.",
+        "fewer than two models",
+        "| cancelled |",
+    ):
+        assert phrase in md
+    assert (out / "figures" / "pareto__ladder-4m__arith.png").is_file()
+
+    empty = build_report(write_folder(tmp_path / "empty", []), tmp_path / "out-empty")
+    assert "No run records were found." in (empty / "report.md").read_text()
+
+
+def failed_only(seed: int = 0) -> list[dict[str, Any]]:
+    """One SYNTHETIC failed run: a report without figures, cheap to build."""
+    return [fixture_record("lora", "ladder-4m", "arith", seed, status="failed", error="boom")]
+
+
+def test_replaces_only_reports(tmp_path: Path) -> None:
+    results = write_folder(tmp_path / "r", failed_only())
+    out = tmp_path / "rep"
+    build_report(results, out)
+    (out / "figures" / "stale.png").write_bytes(b"old")  # e.g. from a model since removed
+    build_report(results, out)
+    assert not (out / "figures" / "stale.png").exists()
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        build_report(results, precious)
+    assert (precious / "thesis.tex").read_text() == "keep me"
+
+
+def test_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_folder(tmp_path / "results" / "mini", failed_only())
+    assert report_main(["--sweep", "mini"]) == 0
+    assert (tmp_path / "reports" / "mini" / "index.html").is_file()
+    assert report_main(["--results", "results/mini", "--out", "elsewhere"]) == 0
+    assert (tmp_path / "elsewhere" / "tables" / "leaderboard.csv").is_file()
+    assert report_main(["--sweep", "missing"]) == 2
+
+
+# ------------------------------------------------------------------ headless Chromium check
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+class _DevTools:
+    """Chrome DevTools protocol over --remote-debugging-pipe (fds 3/4, NUL-framed JSON)."""
+
+    def __init__(self, profile: Path) -> None:
+        import fcntl
+
+        to_r, self._w = os.pipe()
+        self._r, from_w = os.pipe()
+        # Chromium wants the pipe on fds 3 and 4; bash moves them there (no preexec_fn, which
+        # is unsafe in a threaded process). Above 10 first, so the moves cannot clobber them.
+        hi_r = fcntl.fcntl(to_r, fcntl.F_DUPFD_CLOEXEC, 10)
+        hi_w = fcntl.fcntl(from_w, fcntl.F_DUPFD_CLOEXEC, 10)
+        move = f'exec 3<&{hi_r} 4>&{hi_w} {hi_r}<&- {hi_w}>&-; exec "$0" "$@"'
+
+        self.log = profile.with_suffix(".log")  # chromium's stderr, for debugging
+        with open(self.log, "wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    "bash",
+                    "-c",
+                    move,
+                    CHROMIUM,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    f"--user-data-dir={profile}",
+                    "--remote-debugging-pipe",
+                    "about:blank",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                pass_fds=(hi_r, hi_w),
+            )
+        for fd in (to_r, from_w, hi_r, hi_w):
+            os.close(fd)
+        self._buf = b""
+        self._id = 0
+        self.events: list[dict[str, Any]] = []
+
+    def _next(self, deadline: float) -> dict[str, Any] | None:
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._r], [], [], min(left, 0.5))[0]:
+                if left <= 0:
+                    return None
+                continue
+            chunk = os.read(self._r, 1 << 16)
+            if not chunk:
+                raise RuntimeError("chromium closed the DevTools pipe")
+            self._buf += chunk
+        raw, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(raw)
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session: str | None = None,
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        self._id += 1
+        msg: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        return self.wait(lambda m: m.get("id") == self._id, timeout)["result"]
+
+    def wait(self, pred: Any, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            m = self._next(deadline)
+            if m is None:
+                raise TimeoutError("no answer from chromium")
+            if pred(m):
+                if "error" in m:
+                    raise RuntimeError(m["error"])
+                return m
+            self.events.append(m)
+
+    def drain(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (m := self._next(deadline)) is not None:
+            self.events.append(m)
+
+    def close(self) -> None:
+        try:
+            self.call("Browser.close", timeout=10)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._r)
+        os.close(self._w)
+
+
+@pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK), reason="needs Debian chromium: run tests/setup_chromium.sh"
+)
+def test_chromium_renders_report(built: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    page = (built[1] / "index.html").resolve()
+    n_figures = len(list((built[1] / "figures").glob("*.png")))
+    cdp = _DevTools(tmp_path / "profile")
+    try:
+        target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sid = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            cdp.call(f"{domain}.enable", session=sid)
+        cdp.call("Page.navigate", {"url": page.as_uri()}, session=sid)
+        cdp.wait(lambda m: m.get("method") == "Page.loadEventFired")
+        probe = (
+            "JSON.stringify({imgs: Array.from(document.images).map(i => "
+            "[i.complete, i.naturalWidth, i.naturalHeight]), "
+            "tables: document.querySelectorAll('table').length, "
+            "title: document.title})"
+        )
+        res = cdp.call(
+            "Runtime.evaluate", {"expression": probe, "returnByValue": True}, session=sid
+        )
+        cdp.drain(0.5)  # late console messages
+    finally:
+        cdp.close()
+    info = json.loads(res["result"]["value"])
+    assert info["title"].startswith("Fine-tuning benchmark")
+    assert len(info["imgs"]) == n_figures
+    assert all(ok and w > 100 and h > 100 for ok, w, h in info["imgs"]), info["imgs"]
+    assert info["tables"] >= 10
+    errors = [
+        e
+        for e in cdp.events
+        if e.get("method") == "Runtime.exceptionThrown"
+        or (
+            e.get("method") == "Runtime.consoleAPICalled"
+            and e["params"]["type"] in ("error", "assert", "warning")
+        )
+        or (
+            e.get("method") == "Log.entryAdded"
+            and e["params"]["entry"]["level"] in ("error", "warning")
+        )
+        or e.get("method") == "Network.loadingFailed"
+    ]
+    assert errors == []
+    fetched = [
+        e["params"]["request"]["url"]
+        for e in cdp.events
+        if e.get("method") == "Network.requestWillBeSent"
+    ]
+    assert [u for u in fetched if not u.startswith("data:")] == [page.as_uri()]
