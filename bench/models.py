@@ -163,7 +163,10 @@ def model_info(cfg: Mapping[str, Any]) -> ModelInfo:
         )
     arch = cfg.get("arch")
     if arch:  # declared in the YAML: validation needs no download or conversion
-        return ModelInfo(**arch)
+        a = dict(arch)
+        if "module_names" in a:
+            a["module_names"] = tuple(a["module_names"])
+        return ModelInfo(**a)
     from transformers import AutoConfig
 
     c = AutoConfig.from_pretrained(

@@ -18,7 +18,9 @@ from typing import Any
 SCHEMA_VERSION = 1
 STATUSES = ("success", "failed", "oom", "diverged", "cancelled")
 # Settings that do not change a run's result: where it is written and how it is logged.
-NON_RESULT_KEYS = ("logger", "sweep", "results_dir", "progress", "force", "hydra")
+NON_RESULT_KEYS = (
+    "logger", "sweep_name", "results_dir", "progress", "force", "isolate", "hydra",
+)  # fmt: skip
 PACKAGES = (
     "torch",
     "transformers",
@@ -142,7 +144,7 @@ def empty_record(cfg: Mapping[str, Any], rid: str) -> dict[str, Any]:
         "model": cfg["model"]["name"],
         "task": cfg["task"]["name"],
         "seed": cfg["seed"],
-        "sweep": cfg["sweep"],
+        "sweep": cfg["sweep_name"],
         "budget": None,
         "config": dict(cfg),
         "params": None,

@@ -244,9 +244,17 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         # ---- train
         _seed_all(cfg["seed"])
         model, tok = models.load(cfg["model"], dtype=dtype, device=device, extra_kwargs=load_kw)
+        base = measure.param_counts(model)["total"]
+        emb = sum(p.numel() for p in model.get_input_embeddings().parameters())
+        out_emb = model.get_output_embeddings()
+        if out_emb is not None and out_emb.weight is not model.get_input_embeddings().weight:
+            emb += out_emb.weight.numel()
+        rec["model_info"].update(total_params=base, non_embedding_params=base - emb)
         if "init_text" in mcfg:
             mcfg["_tokenizer_path"] = str(models.model_dir(cfg["model"]))
         model = method.apply(model, mcfg)
+        if os.environ.get("BENCH_INJECT_FAILURE") == mcfg["name"]:  # fault injection for tests
+            raise RuntimeError(f"injected failure for method {mcfg['name']}")
         counts = measure.param_counts(model)
         rec["params"] = {
             **counts,
@@ -391,6 +399,52 @@ def _tracker(cfg: Mapping[str, Any], rid: str, sweep_dir: Path) -> Any:
     return t
 
 
+def _child(cfg: dict[str, Any]) -> None:
+    run_one(cfg)
+
+
+def run_isolated(cfg_in: Any) -> dict[str, Any]:
+    """Run `run_one` in a fresh process: memory is measured against a clean process (RSS does not
+    shrink between runs of one process), and a crash (segfault, OOM kill) cannot take the sweep
+    down: the parent then writes the record with status and error."""
+    import multiprocessing as mp
+
+    from bench.results import empty_record, is_done, read_record, run_id, write_json_atomic
+    from bench.sweep import note_finished
+
+    cfg = _plain(cfg_in)
+    validate(cfg)
+    rid = run_id(cfg)
+    path = Path(cfg["results_dir"]) / cfg["sweep_name"] / f"{rid}.json"
+    if not cfg.get("force") and is_done(path):
+        return run_one(cfg)  # cheap: notes the skip and returns the record
+    t_start = time.time()
+    proc = mp.get_context("spawn").Process(target=_child, args=(cfg,), name=rid)
+    proc.start()
+    try:
+        proc.join()
+    except KeyboardInterrupt:
+        proc.join(timeout=30)  # the child got the same SIGINT and records `cancelled`
+        raise
+    rec = read_record(path)
+    fresh = rec is not None and path.stat().st_mtime >= t_start - 1
+    if not fresh:  # the child died before writing its record
+        rec = empty_record(cfg, rid)
+        killed = proc.exitcode is not None and proc.exitcode < 0
+        rec["status"] = "oom" if proc.exitcode == -9 else "failed"
+        rec["error"] = (
+            f"run process killed by signal {-proc.exitcode}"
+            if killed
+            else f"run process exited with code {proc.exitcode}"
+        )
+        rec["finished_at"] = __import__("bench.results", fromlist=["now"]).now()
+        write_json_atomic(path, rec)
+        note_finished(cfg, rec, skipped=False)
+        print(f"[bench] {rid}: {rec['status']}: {rec['error']}", flush=True)
+    assert rec is not None
+    return rec
+
+
 def main() -> None:
     import hydra
 
@@ -400,7 +454,7 @@ def main() -> None:
         config_name="config",
     )
     def _main(cfg: Any) -> float:
-        rec = run_one(cfg)
+        rec = run_isolated(cfg) if cfg.get("isolate", True) else run_one(cfg)
         q = rec.get("quality") or {}
         print(
             f"[bench] {rec['run_id']}: {rec['status']}, "

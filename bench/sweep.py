@@ -38,11 +38,20 @@ def note_finished(cfg: Any, rec: dict[str, Any], skipped: bool) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-def job_count(params: Any) -> int:
-    """Number of jobs of a basic-sweeper grid: the product of the comma-separated choices."""
+def job_count(config: Any) -> int:
+    """Jobs of a basic-sweeper grid: the product of the choices of every sweep override, from
+    the command line (`method=a,b`) and from a named sweep's `hydra.sweeper.params`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    overrides = [f"{k}={v}" for k, v in params.items()]
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
+    overrides = [o for o in overrides if o.split("=", 1)[0] not in keys]  # the CLI wins
+    overrides += list(config.hydra.overrides.task)
     n = 1
-    for v in (params or {}).values():
-        n *= len(str(v).split(","))
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.is_sweep_override():
+            n *= len(list(o.sweep_string_iterator()))
     return n
 
 
@@ -68,7 +77,7 @@ def _fmt(s: float) -> str:
 class SweepProgress(Callback):
     def on_multirun_start(self, config: DictConfig, **kw: Any) -> None:
         self.t0 = time.time()
-        self.n = job_count(config.hydra.sweeper.get("params"))
+        self.n = job_count(config)
         self.path = progress_file(config)
         print(f"[sweep] {config.sweep_name}: {self.n} runs -> {self.path.parent}", flush=True)
 

@@ -17,6 +17,30 @@ def selected_layers(k: int, num_layers: int) -> list[int]:
     return list(range(num_layers - k, num_layers)) if k > 0 else list(range(-k))
 
 
+def decoder_layers(model: Any) -> Any:
+    """The list of transformer blocks, whatever the architecture calls it (Llama/Qwen:
+    model.layers, GPT-NeoX: gpt_neox.layers): the ModuleList as long as the model is deep."""
+    import torch
+
+    n = model.config.num_hidden_layers
+    for _, m in model.named_modules():
+        if isinstance(m, torch.nn.ModuleList) and len(m) == n:
+            return m
+    raise ValueError(f"no list of {n} transformer blocks found in {type(model).__name__}")
+
+
+_ALIASES = {"self_attn": ("self_attn", "attention", "attn"), "mlp": ("mlp", "feed_forward")}
+
+
+def sub_module(block: Any, cfg: Mapping[str, Any]) -> Any:
+    want = cfg["trainable_modules"]
+    for name in _ALIASES[want]:
+        if hasattr(block, name):
+            return getattr(block, name)
+    children = [n for n, _ in block.named_children()]
+    raise ValueError(f"method.trainable_modules={want!r}: block has none of {_ALIASES[want]}; children: {children}")
+
+
 class Freeze:
     name = "freeze"
 
@@ -36,14 +60,10 @@ class Freeze:
 
     def apply(self, model: Any, cfg: Mapping[str, Any]) -> Any:
         model.requires_grad_(False)
-        layers = model.model.layers
+        layers = decoder_layers(model)
         for i in selected_layers(cfg["trainable_layers"], len(layers)):
             block = layers[i]
-            target = (
-                block
-                if cfg["trainable_modules"] == "all"
-                else getattr(block, cfg["trainable_modules"])
-            )
+            target = block if cfg["trainable_modules"] == "all" else sub_module(block, cfg)
             target.requires_grad_(True)
         if cfg.get("train_embeddings"):
             model.get_input_embeddings().requires_grad_(True)
