@@ -102,6 +102,7 @@ def _quality(
         batch_size=cfg["train"]["eval_batch_size"],
         precision=cfg["precision"],
         device=device,
+        stop_at_newline=True,
     )
     refs = [getattr(e, "references", None) or e.answer for e in test]  # multi-reference QA
     scores = [task.score(p, r) for p, r in zip(preds, refs, strict=True)]
