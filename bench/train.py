@@ -147,15 +147,18 @@ def train(
     t_start = time.perf_counter()
     for step in range(1, steps + 1):
         t0 = time.perf_counter()
-        loss_sum, tokens, padded = 0.0, 0, 0
+        loss_sum: Any = 0.0
+        tokens, padded = 0, 0
         for _ in range(grad_accum):
-            b = {k: v.to(device) for k, v in next(batches).items()}
+            cpu_b = next(batches)
+            tokens += int(cpu_b["attention_mask"].sum())  # counted on the host: no GPU sync
+            padded += cpu_b["input_ids"].numel()
+            b = {k: v.to(device, non_blocking=True) for k, v in cpu_b.items()}
             with autocast_ctx(precision, device):
                 loss = model(**b).loss
             (loss / grad_accum).backward()
-            loss_sum += loss.item() / grad_accum
-            tokens += int(b["attention_mask"].sum())
-            padded += b["input_ids"].numel()
+            loss_sum += loss.detach() / grad_accum
+        loss_sum = float(loss_sum)  # one host sync per optimizer step (NaN check, logging)
         if not math.isfinite(loss_sum):
             raise Diverged(f"loss is {loss_sum} at step {step}")
         if clip > 0:
