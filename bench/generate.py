@@ -15,6 +15,35 @@ import torch
 from bench.train import autocast_ctx, prompt_ids
 
 
+def padding_unsafe(model: Any) -> bool:
+    """peft prompt tuning / P-tuning drop position_ids, so left padding would sit between the
+    virtual tokens and the prompt and shift the prompt's positions: batch equal lengths only.
+    (Prefix tuning offsets position_ids itself and pads safely.)"""
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is None or not getattr(cfg, "is_prompt_learning", False):
+        return False
+    return str(getattr(cfg.peft_type, "value", cfg.peft_type)) not in ("PREFIX_TUNING", "CARTRIDGE")
+
+
+def length_batches(
+    prompts: Sequence[Sequence[int]], batch_size: int, *, equal_lengths: bool
+) -> list[list[int]]:
+    """Index batches, sorted by prompt length so they pad little (or not at all)."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = []
+    for i in order:
+        last = out[-1] if out else None
+        if (
+            last is None
+            or len(last) >= batch_size
+            or (equal_lengths and len(prompts[last[0]]) != len(prompts[i]))
+        ):
+            out.append([i])
+        else:
+            last.append(i)
+    return out
+
+
 class NewlineStop:
     """Per-row stop once the generated part (after the `start` prompt columns) has a newline."""
 
@@ -43,12 +72,10 @@ def greedy_generate(
     scored on their first line, so this changes no score and saves most decoding steps)."""
     model.eval()
     out: list[list[int]] = []
-    # sort by length so batches pad little; restore the order at the end
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    all_ids = [prompt_ids(p, tok) for p in prompts]
     res: dict[int, list[int]] = {}
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        seqs = [prompt_ids(prompts[i], tok) for i in idx]
+    for idx in length_batches(all_ids, batch_size, equal_lengths=padding_unsafe(model)):
+        seqs = [all_ids[i] for i in idx]
         n = max(len(x) for x in seqs)
         ids = torch.full((len(seqs), n), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)

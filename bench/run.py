@@ -70,6 +70,13 @@ def validate(cfg: Mapping[str, Any]) -> None:
         isinstance(lr, (int, float)) and lr > 0, "train.lr / method.lr", f"must be > 0, got {lr!r}"
     )
     method.validate(cfg["method"], models.model_info(cfg["model"]))
+    if (cfg.get("eval") or {}).get("enabled"):
+        from bench.metrics.settings import parse
+
+        try:
+            parse(cfg["eval"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"eval: {e}") from e
 
 
 def _device(cfg: Mapping[str, Any]) -> str:

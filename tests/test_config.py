@@ -25,7 +25,9 @@ def test_registries_match_configs() -> None:
 def test_every_combination_composes_and_validates() -> None:
     for m, mo, t in itertools.product(METHODS, MODELS, TASKS):
         cfg = compose([f"method={m}", f"model={mo}", f"task={t}"])
-        assert cfg["method"]["name"] == m and cfg["model"]["name"] == mo and cfg["task"]["name"] == t
+        assert (
+            cfg["method"]["name"] == m and cfg["model"]["name"] == mo and cfg["task"]["name"] == t
+        )
         if cfg["model"]["kind"] in ("tiny",) or cfg["model"].get("arch"):
             validate(cfg)  # needs no weights for these kinds
 

@@ -10,28 +10,68 @@ from bench.generate import greedy_generate, greedy_reference
 from tests.conftest import METHODS
 from tests.test_methods import TINY, build
 
-PROMPTS = ["reverse abc:", "reverse fe:", "reverse dcabe:", "reverse a:"]
+PROMPTS = [
+    "reverse abc:",
+    "reverse fe:",
+    "reverse dcabe:",
+    "reverse a:",
+    "ab",
+    "reverse abcdefabcdef:",
+]
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_generate_matches_greedy_loop(name: str) -> None:
-    from bench import models
+def strong_model(name: str) -> tuple[object, object]:
+    """The method applied to a tiny model with large random weights (std ~0.2, not 0.02): with
+    the default init, positions barely matter and a position bug (e.g. left padding placed
+    between virtual tokens and the prompt) can hide."""
+    from bench import methods, models
+    from tests.test_methods import mcfg
 
     torch.manual_seed(1)
-    model = build(name)
-    _, tok = models.load(TINY, dtype=torch.float32, device="cpu")
+    model, tok = models.load(TINY, dtype=torch.float32, device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    c = mcfg(name)
+    model = methods.get(name).apply(model, c)
     with torch.no_grad():  # move trained parameters away from their identity init
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.5)
-    got = greedy_generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=4)
+    return model, tok
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "qlora"])
+def test_generate_matches_greedy_loop(name: str) -> None:
+    """Prompts of different lengths share one left-padded batch."""
+    model, tok = strong_model(name)
+    got = greedy_generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=8)
     want = [greedy_reference(model, tok, p, max_new_tokens=10) for p in PROMPTS]
     assert got == want
-    # and the adapter matters: the base model continues differently for at least one prompt
-    if hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            base = [greedy_reference(model, tok, p, max_new_tokens=10) for p in PROMPTS]
-        assert base != want
+    if hasattr(model, "disable_adapter"):  # and the adapter is active in what we compared
+        from bench.train import prompt_ids
+
+        ids = torch.tensor([prompt_ids(PROMPTS[0], tok)])
+        with torch.no_grad():
+            on = model(input_ids=ids).logits[0, -1]
+            with model.disable_adapter():
+                off = model(input_ids=ids).logits[0, -1]
+        assert not torch.allclose(on, off)
+
+
+def test_generate_matches_greedy_loop_qlora() -> None:
+    """QLoRA (4-bit base, CPU bitsandbytes kernels): same check on the quantized model."""
+    torch.manual_seed(1)
+    model = build("qlora")
+    from bench import models
+
+    _, tok = models.load(TINY, dtype=torch.float32, device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    got = greedy_generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=8)
+    assert got == [greedy_reference(model, tok, p, max_new_tokens=10) for p in PROMPTS]
 
 
 def test_newline_stop_keeps_first_line() -> None:

@@ -13,14 +13,22 @@ from tests.conftest import CONF, METHODS
 
 TINY = yaml.safe_load((CONF / "model" / "tiny-random.yaml").read_text())
 D, L, H, KV, FFN = (
-    TINY["hidden_size"], TINY["num_layers"], TINY["num_heads"], TINY["num_kv_heads"],
+    TINY["hidden_size"],
+    TINY["num_layers"],
+    TINY["num_heads"],
+    TINY["num_kv_heads"],
     TINY["intermediate_size"],
-)  # fmt: skip
+)
 KV_DIM = D // H * KV
 SHAPES = {  # (in, out) of each linear in a Llama block
-    "q_proj": (D, D), "k_proj": (D, KV_DIM), "v_proj": (D, KV_DIM), "o_proj": (D, D),
-    "gate_proj": (D, FFN), "up_proj": (D, FFN), "down_proj": (FFN, D),
-}  # fmt: skip
+    "q_proj": (D, D),
+    "k_proj": (D, KV_DIM),
+    "v_proj": (D, KV_DIM),
+    "o_proj": (D, D),
+    "gate_proj": (D, FFN),
+    "up_proj": (D, FFN),
+    "down_proj": (FFN, D),
+}
 
 
 def mcfg(name: str, **over: Any) -> dict[str, Any]:
@@ -33,7 +41,9 @@ def build(name: str, **over: Any) -> Any:
     c = mcfg(name, **over)
     m = methods.get(name)
     m.validate(c, models.model_info(TINY))
-    model, _ = models.load(TINY, dtype=torch.float32, device="cpu", extra_kwargs=m.load_kwargs(c, "cpu"))
+    model, _ = models.load(
+        TINY, dtype=torch.float32, device="cpu", extra_kwargs=m.load_kwargs(c, "cpu")
+    )
     return m.apply(model, c)
 
 
@@ -44,8 +54,16 @@ def trainable(model: Any) -> int:
 def test_registry_matches_configs() -> None:
     assert methods.names() == METHODS
     assert set(METHODS) >= {
-        "full", "freeze", "prompt_tuning", "ptuning_v1", "prefix_tuning", "ptuning_v2", "lora", "qlora", "peft",
-    }  # fmt: skip
+        "full",
+        "freeze",
+        "prompt_tuning",
+        "ptuning_v1",
+        "prefix_tuning",
+        "ptuning_v2",
+        "lora",
+        "qlora",
+        "peft",
+    }
 
 
 @pytest.mark.parametrize(("r", "targets"), [(8, ["q_proj", "v_proj"]), (4, list(SHAPES))])
@@ -111,8 +129,14 @@ def test_full_count() -> None:
 
 
 def test_generic_peft_ia3() -> None:
-    m = build("peft", peft_type="IA3", kwargs={"target_modules": ["k_proj", "v_proj", "down_proj"],
-                                               "feedforward_modules": ["down_proj"]})  # fmt: skip
+    m = build(
+        "peft",
+        peft_type="IA3",
+        kwargs={
+            "target_modules": ["k_proj", "v_proj", "down_proj"],
+            "feedforward_modules": ["down_proj"],
+        },
+    )
     assert trainable(m) == L * (KV_DIM + KV_DIM + FFN)  # IA3 scales k, v outputs and down's input
 
 
@@ -129,8 +153,15 @@ def test_loss_falls(name: str) -> None:
     enc = [encode(e, tok, 32) for e in task.splits["train"]]
     # the tiny random model tolerates larger rates than the real-model defaults in conf/method
     lr = {"full": 3e-3, "freeze": 3e-3, "peft": 3e-2}.get(name, mcfg(name)["lr"])
-    res = train(model, batch_stream(enc, batch_size=8, seed=0, pad_id=tok.pad_token_id), steps=20, lr=lr,
-                precision="fp32", progress=False, warmup_ratio=0.0)  # fmt: skip
+    res = train(
+        model,
+        batch_stream(enc, batch_size=8, seed=0, pad_id=tok.pad_token_id),
+        steps=20,
+        lr=lr,
+        precision="fp32",
+        progress=False,
+        warmup_ratio=0.0,
+    )
     losses = [x[1] for x in res.loss_curve]
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 0.05, (name, losses)

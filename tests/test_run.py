@@ -11,10 +11,30 @@ from bench.results import STATUSES, run_id
 from bench.run import run_one
 from tests.conftest import METHODS, tiny_cfg
 
-REQUIRED = (
-    "schema_version run_id status error method model task seed sweep budget config params train "
-    "memory quality forgetting repetition hallucination inference env started_at finished_at"
-).split()
+REQUIRED = [
+    "schema_version",
+    "run_id",
+    "status",
+    "error",
+    "method",
+    "model",
+    "task",
+    "seed",
+    "sweep",
+    "budget",
+    "config",
+    "params",
+    "train",
+    "memory",
+    "quality",
+    "forgetting",
+    "repetition",
+    "hallucination",
+    "inference",
+    "env",
+    "started_at",
+    "finished_at",
+]
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -28,7 +48,9 @@ def test_three_steps_write_a_record(name: str, tmp_path: Path) -> None:
     assert on_disk["run_id"] == rec["run_id"] == run_id(cfg)
     assert on_disk["method"] == name
     t = on_disk["train"]
-    assert t["steps"] == 3 and len(t["loss_curve"]) == 3 and t["tokens"] > 0 and t["tokens_per_s"] > 0
+    assert (
+        t["steps"] == 3 and len(t["loss_curve"]) == 3 and t["tokens"] > 0 and t["tokens_per_s"] > 0
+    )
     assert on_disk["budget"]["tokens"] == t["tokens"]
     assert t["tokens"] <= 3 * 4 * 32  # never more than steps x batch x seq_len real tokens
     p = on_disk["params"]
@@ -65,6 +87,14 @@ def test_nan_loss_is_diverged(tmp_path: Path) -> None:
 def test_run_id_changes_with_result_settings(tmp_path: Path) -> None:
     a = tiny_cfg("lora", tmp_path)
     assert run_id(a) == run_id(tiny_cfg("lora", tmp_path))
-    assert run_id(a) == run_id(tiny_cfg("lora", tmp_path, "logger=wandb_offline", "sweep_name=other"))
-    for o in ("method.r=4", "seed=1", "budget.steps=4", "task.n_train=32", "precision=bf16-autocast"):
+    assert run_id(a) == run_id(
+        tiny_cfg("lora", tmp_path, "logger=wandb_offline", "sweep_name=other")
+    )
+    for o in (
+        "method.r=4",
+        "seed=1",
+        "budget.steps=4",
+        "task.n_train=32",
+        "precision=bf16-autocast",
+    ):
         assert run_id(tiny_cfg("lora", tmp_path, o)) != run_id(a), o

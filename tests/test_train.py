@@ -29,7 +29,9 @@ def test_encode_masks_prompt_and_keeps_answer() -> None:
     assert e.labels[:n_prompt] == [IGNORE] * n_prompt
     assert tok.decode(e.labels[n_prompt:-1]) == " cba" and e.labels[-1] == tok.eos_token_id
     short = encode(Example(prompt="reverse abc:", answer="cba"), tok, seq_len=8)
-    assert len(short.input_ids) == 8 and short.labels[-5:] == e.labels[-5:]  # prompt cut, not answer
+    assert (
+        len(short.input_ids) == 8 and short.labels[-5:] == e.labels[-5:]
+    )  # prompt cut, not answer
 
 
 def test_collate_pads_right_and_ignores_padding() -> None:
