@@ -240,6 +240,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         # ---- before: the base model, measured once per cell and cached beside the records
         before_path = sweep_dir / ".cache" / f"before-{_before_key(cfg, method)}.json"
         before = read_record(before_path)
+        before_cached = before is not None
         if before is None:
             model, tok = models.load(cfg["model"], dtype=dtype, device=device, extra_kwargs=load_kw)
             val = [encode(e, tok, b["seq_len"]) for e in task.splits["validation"]]
@@ -247,7 +248,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
             write_json_atomic(before_path, before)
             del model
             measure.release_memory()
-        rec["timing"] = {"before_eval_s": before["seconds"], "before_cached": before_path.exists()}
+        rec["timing"] = {"before_eval_s": before["seconds"], "before_cached": before_cached}
 
         # ---- train
         _seed_all(cfg["seed"])

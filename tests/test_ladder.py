@@ -83,6 +83,7 @@ def test_tokenizer_round_trips(micro_dir: Path) -> None:
     assert len({tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}) == 3
     assert len(tok) == MICRO.vocab_size
     assert tok.model_max_length == MICRO.seq_len
+    assert set(tok("x")) == {"input_ids", "attention_mask"}  # model(**tok(...)) must work
 
 
 def test_micro_rung_trains_and_has_a_card(micro_dir: Path) -> None:
