@@ -418,11 +418,14 @@ def run_isolated(cfg_in: Any) -> dict[str, Any]:
     down: the parent then writes the record with status and error."""
     import multiprocessing as mp
 
+    from bench.measure import resolve_precision
     from bench.results import empty_record, is_done, read_record, run_id, write_json_atomic
     from bench.sweep import note_finished
 
     cfg = _plain(cfg_in)
     validate(cfg)
+    # resolved here, once, so parent and child agree on the run id
+    cfg["precision"] = resolve_precision(cfg["precision"], _device(cfg))
     rid = run_id(cfg)
     path = Path(cfg["results_dir"]) / cfg["sweep_name"] / f"{rid}.json"
     if not cfg.get("force") and is_done(path):
