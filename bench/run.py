@@ -431,7 +431,9 @@ def run_isolated(cfg_in: Any) -> dict[str, Any]:
     if not cfg.get("force") and is_done(path):
         return run_one(cfg)  # cheap: notes the skip and returns the record
     t_start = time.time()
-    proc = mp.get_context("spawn").Process(target=_child, args=(cfg,), name=rid)
+    import bench.run  # `_child` by its importable name, also when this file runs as __main__
+
+    proc = mp.get_context("spawn").Process(target=bench.run._child, args=(cfg,), name=rid)
     proc.start()
     try:
         proc.join()
