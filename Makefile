@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 PY            ?= .venv/bin/python
 SWEEP         ?= default
+LOGGER        ?= offline   # the report is logged to W&B as an artifact: offline | online | none
 TORCH_VERSION ?= 2.13.0
 # Where torch comes from. Empty: CPU wheel (+cpu) when no NVIDIA GPU is visible, PyPI's CUDA
 # wheel otherwise. Set e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128 to choose.
@@ -50,7 +51,7 @@ models: setup ## pretrain the small model ladder (cached by config hash)
 
 sweep: models ## run a named sweep (SWEEP=default|smoke|paper) and write its report
 	$(PY) -m bench.run -m +sweep=$(SWEEP)
-	$(PY) -m bench.report --sweep $(SWEEP)
+	$(PY) -m bench.report --sweep $(SWEEP) --logger $(strip $(LOGGER))
 
 report: $(STAMP) ## write reports/$(SWEEP)/ from results/$(SWEEP)/
 	$(PY) -m bench.report --sweep $(SWEEP)

