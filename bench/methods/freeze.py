@@ -38,7 +38,10 @@ def sub_module(block: Any, cfg: Mapping[str, Any]) -> Any:
         if hasattr(block, name):
             return getattr(block, name)
     children = [n for n, _ in block.named_children()]
-    raise ValueError(f"method.trainable_modules={want!r}: block has none of {_ALIASES[want]}; children: {children}")
+    raise ValueError(
+        f"method.trainable_modules={want!r}: block has none of {_ALIASES[want]}; "
+        f"children: {children}"
+    )
 
 
 class Freeze:
