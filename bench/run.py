@@ -181,6 +181,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         empty_record,
         environment,
         is_done,
+        now,
         read_record,
         run_id,
         write_json_atomic,
@@ -377,7 +378,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         print(f"[bench] {rid}: {rec['status']}: {rec['error']}", flush=True)
     finally:
         shutil.rmtree(tmp_adapter, ignore_errors=True)
-        rec["finished_at"] = __import__("bench.results", fromlist=["now"]).now()
+        rec["finished_at"] = now()
         write_json_atomic(path, rec)
         if tracker:
             tracker.finish(rec)
@@ -419,7 +420,7 @@ def run_isolated(cfg_in: Any) -> dict[str, Any]:
     import multiprocessing as mp
 
     from bench.measure import resolve_precision
-    from bench.results import empty_record, is_done, read_record, run_id, write_json_atomic
+    from bench.results import empty_record, is_done, now, read_record, run_id, write_json_atomic
     from bench.sweep import note_finished
 
     cfg = _plain(cfg_in)
@@ -451,7 +452,7 @@ def run_isolated(cfg_in: Any) -> dict[str, Any]:
             if killed
             else f"run process exited with code {proc.exitcode}"
         )
-        rec["finished_at"] = __import__("bench.results", fromlist=["now"]).now()
+        rec["finished_at"] = now()
         write_json_atomic(path, rec)
         note_finished(cfg, rec, skipped=False)
         print(f"[bench] {rid}: {rec['status']}: {rec['error']}", flush=True)

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import yaml
 
+from bench.train import autocast_ctx
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -59,10 +61,7 @@ def bare_loop(
     for i in range(steps):
         b = batches[i % len(batches)]
         t0 = time.perf_counter()
-        if precision == "bf16-autocast":
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = model(**b).loss
-        else:
+        with autocast_ctx(precision, "cpu"):
             loss = model(**b).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

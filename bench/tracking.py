@@ -60,6 +60,14 @@ def _warn(what: str, exc: BaseException) -> None:
     warnings.warn(f"W&B {what} failed, run continues: {type(exc).__name__}: {exc}", stacklevel=3)
 
 
+def _enabled(mode: str) -> bool:
+    """False for `none` and (with a warning) for an unknown mode: logging is then skipped."""
+    if mode not in MODES:
+        warnings.warn(f"logger.mode={mode!r} is not one of {MODES}; not logging", stacklevel=3)
+        return False
+    return mode != "none"
+
+
 def _init(
     mode: str, *, project: str, entity: str | None, dir: Path, **kwargs: Any
 ) -> Any:  # a wandb Run
@@ -113,10 +121,7 @@ class Tracker:
         project: str = DEFAULT_PROJECT,
         entity: str | None = None,
     ) -> None:
-        if mode not in MODES:
-            warnings.warn(f"logger.mode={mode!r} is not one of {MODES}; not logging", stacklevel=2)
-            return
-        if mode == "none":
+        if not _enabled(mode):
             return
         try:
             self._run = _init(
@@ -176,10 +181,7 @@ def log_report_artifact(
     entity: str | None = None,
 ) -> None:
     """Log ``reports/<sweep>/`` as a ``report`` artifact from a short run in the sweep's group."""
-    if mode not in MODES:
-        warnings.warn(f"logger.mode={mode!r} is not one of {MODES}; not logging", stacklevel=2)
-        return
-    if mode == "none":
+    if not _enabled(mode):
         return
     try:
         import wandb
