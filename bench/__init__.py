@@ -13,6 +13,10 @@ def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("pick"):
         # `${pick:${method.lr_grid},${lr_index}}`: the lr_index-th point of a method's grid
         OmegaConf.register_new_resolver("pick", lambda seq, i: list(seq)[int(i)])
+    if not OmegaConf.has_resolver("idiv"):
+        # `${idiv:${budget.tokens_per_step},${task.seq_len}}`: sequences per step at a fixed
+        # token count per step, so tasks with long and short sequences get comparable steps
+        OmegaConf.register_new_resolver("idiv", lambda a, b: max(1, int(a) // int(b)))
 
 
 _register_resolvers()

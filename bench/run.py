@@ -434,6 +434,10 @@ def run_isolated(cfg_in: Any) -> dict[str, Any]:
     t_start = time.time()
     import bench.run  # `_child` by its importable name, also when this file runs as __main__
 
+    if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
+        # Inside a joblib (loky) worker the default method is "loky"; a spawned child would
+        # inherit that name and fail to start, so reset this worker's default first.
+        mp.set_start_method("spawn", force=True)
     proc = mp.get_context("spawn").Process(target=bench.run._child, args=(cfg,), name=rid)
     proc.start()
     try:
