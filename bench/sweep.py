@@ -91,7 +91,10 @@ class SweepProgress(Callback):
         el = time.time() - t0
         eta = el / len(ran) * (self.n - k) if ran else math.nan
         eta_s = _fmt(eta) if math.isfinite(eta) else "?"
-        print(f"[sweep] run {k + 1}/{self.n}  elapsed {_fmt(el)}  eta {eta_s}", flush=True)
+        # "k/N done" rather than "run k+1": with parallel workers several runs start at once
+        print(
+            f"[sweep] {k}/{self.n} done, starting one  elapsed {_fmt(el)}  eta {eta_s}", flush=True
+        )
 
     def on_multirun_end(self, config: DictConfig, **kw: Any) -> None:
         done = _lines_since(self.path, self.t0)

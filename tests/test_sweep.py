@@ -118,6 +118,29 @@ def test_kill_leaves_no_partial_record(tmp_path: Path) -> None:
     assert len(records(folder)) == 2
 
 
+def test_joblib_launcher_isolated_runs(tmp_path: Path) -> None:
+    """Two joblib (loky) workers, each spawning its isolated run process (as `default` does)."""
+    p = sweep(
+        tmp_path, "method=lora,prompt_tuning", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+    )
+    out, _ = p.communicate(timeout=600)
+    recs = records(tmp_path / "smoke")
+    assert sorted(r["method"] for r in recs.values()) == ["lora", "prompt_tuning"], out
+    assert all(r["status"] == "success" for r in recs.values()), out
+    assert "2 done, 0 skipped, 0 failed" in out
+
+
+@pytest.mark.parametrize(("task", "batch"), [("arithmetic", 32), ("squad_shifts", 4)])
+def test_default_budget_fixes_tokens_per_step(task: str, batch: int) -> None:
+    """budget=default: batch_size = tokens_per_step // seq_len, so steps carry equal tokens."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["budget=default", f"task={task}"])
+    assert cfg.budget.batch_size == batch
+    assert cfg.budget.batch_size * cfg.budget.seq_len == cfg.budget.tokens_per_step == 1024
+
+
 def test_submitit_local_launcher(tmp_path: Path) -> None:
     """The Slurm launcher's local twin: same plugin, jobs as submitit subprocesses."""
     p = sweep(
