@@ -7,10 +7,12 @@ prefix-tuning prefixes silently); tests/test_generation.py compares `greedy_gene
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from bench.train import autocast_ctx, prompt_ids
 
@@ -44,18 +46,102 @@ def length_batches(
     return out
 
 
-class NewlineStop:
-    """Per-row stop once the generated part (after the `start` prompt columns) has a newline."""
+def model_device(model: Any) -> torch.device:
+    """Where inputs must go: the embedding's device (robust for 4-bit and peft-wrapped models)."""
+    try:
+        return model.get_input_embeddings().weight.device
+    except (AttributeError, NotImplementedError):
+        return next(model.parameters()).device
 
-    def __init__(self, tok: Any, start: int) -> None:
-        self.tok, self.start = tok, start
 
-    def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
-        rows = [self.tok.decode(r[self.start :], skip_special_tokens=True) for r in input_ids]
-        return torch.tensor(["\n" in r for r in rows], device=input_ids.device)
+def _gen_cfg(model: Any, key: str) -> Any:
+    gc = getattr(model, "generation_config", None)
+    return getattr(gc, key, None) if gc is not None else None
+
+
+def pad_id(model: Any, tok: Any) -> int:
+    for v in (tok.pad_token_id, _gen_cfg(model, "pad_token_id"), tok.eos_token_id):
+        if v is not None:
+            return int(v[0] if isinstance(v, list | tuple) else v)
+    return 0
+
+
+def eos_ids(model: Any, tok: Any) -> set[int]:
+    """Every id that ends a generation: the model's generation config and the tokenizer's EOS."""
+    out: set[int] = set()
+    for v in (_gen_cfg(model, "eos_token_id"), tok.eos_token_id):
+        if v is None:
+            continue
+        out.update(int(x) for x in (v if isinstance(v, list | tuple) else [v]))
+    return out
+
+
+class StopOnText(StoppingCriteria):
+    """Per-row stop once the decoded new part (after `start` prompt columns) contains `text`
+    (e.g. a newline ends a one-line answer); the text is kept, callers cut at it."""
+
+    def __init__(self, tok: Any, start: int, text: str) -> None:
+        self.tok, self.start, self.text = tok, start, text
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kw: Any) -> torch.BoolTensor:
+        rows = self.tok.batch_decode(input_ids[:, self.start :], skip_special_tokens=True)
+        done = [self.text in r for r in rows]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
 @torch.no_grad()
+def generate_ids(
+    model: Any,
+    tok: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    eos: Collection[int],
+    pad: int,
+    min_new_tokens: int = 0,
+    stop_text: str | None = None,
+) -> list[list[int]]:
+    """Greedy continuation ids of each token-id prompt, cut before the first id in `eos`.
+
+    Left-padded batches sorted by prompt length (equal lengths only where padding is unsafe).
+    `min_new_tokens` masks EOS until that many tokens exist (min = max gives fixed-length
+    continuations). `stop_text` ends a row once its decoded continuation contains it."""
+    dev = model_device(model)
+    eos_list = sorted(eos)
+    greedy = {
+        "do_sample": False,
+        "num_beams": 1,
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": min_new_tokens or None,
+        "pad_token_id": pad,
+        "eos_token_id": eos_list or None,
+        "temperature": None,  # override sampling defaults a generation_config may carry
+        "top_p": None,
+        "top_k": None,
+    }
+    out: dict[int, list[int]] = {}
+    for idx in length_batches(prompts, batch_size, equal_lengths=padding_unsafe(model)):
+        n = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), n), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(idx):
+            ids[j, n - len(prompts[i]) :] = torch.tensor(list(prompts[i]), dtype=torch.long)
+            mask[j, n - len(prompts[i]) :] = 1
+        stop = StoppingCriteriaList([StopOnText(tok, n, stop_text)]) if stop_text else None
+        with warnings.catch_warnings():
+            # handled above (no padding), so peft's per-step warning about it is noise
+            warnings.filterwarnings("ignore", message="Position ids are not supported")
+            gen = model.generate(
+                input_ids=ids.to(dev), attention_mask=mask.to(dev), stopping_criteria=stop, **greedy
+            )
+        for j, i in enumerate(idx):
+            row = gen[j, n:].tolist()
+            cut = next((k for k, t in enumerate(row) if t in eos), len(row))
+            out[i] = row[:cut]
+    return [out[i] for i in range(len(prompts))]
+
+
 def greedy_generate(
     model: Any,
     tok: Any,
@@ -67,40 +153,21 @@ def greedy_generate(
     device: str = "cpu",
     stop_at_newline: bool = False,
 ) -> list[list[int]]:
-    """New token ids per prompt (EOS and everything after it removed). Left-padded batches.
+    """New token ids per text prompt (the task template's encoding), EOS and after removed.
     `stop_at_newline` ends a row once its continuation holds a newline (answers are one line,
     scored on their first line, so this changes no score and saves most decoding steps)."""
     model.eval()
-    out: list[list[int]] = []
-    all_ids = [prompt_ids(p, tok) for p in prompts]
-    res: dict[int, list[int]] = {}
-    for idx in length_batches(all_ids, batch_size, equal_lengths=padding_unsafe(model)):
-        seqs = [all_ids[i] for i in idx]
-        n = max(len(x) for x in seqs)
-        ids = torch.full((len(seqs), n), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for j, x in enumerate(seqs):
-            ids[j, n - len(x) :] = torch.tensor(x)
-            mask[j, n - len(x) :] = 1
-        with autocast_ctx(precision, device):
-            gen = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-                stopping_criteria=[NewlineStop(tok, n)] if stop_at_newline else None,
-            )
-        new = gen[:, n:].tolist()
-        for j, i in enumerate(idx):
-            row = new[j]
-            if tok.eos_token_id in row:
-                row = row[: row.index(tok.eos_token_id)]
-            res[i] = row
-    out = [res[i] for i in range(len(prompts))]
-    return out
+    with autocast_ctx(precision, device):
+        return generate_ids(
+            model,
+            tok,
+            [prompt_ids(p, tok) for p in prompts],
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            eos=[tok.eos_token_id],
+            pad=tok.pad_token_id,
+            stop_text="\n" if stop_at_newline else None,
+        )
 
 
 @torch.no_grad()

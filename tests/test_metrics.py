@@ -15,7 +15,7 @@ from bench.methods import ConfigError
 from bench.metrics import evaluate_general, forgetting_summary, measure_inference
 from bench.metrics import hallucination as hal
 from bench.metrics import repetition as rep
-from bench.metrics._gen import greedy_generate
+from bench.metrics._util import continue_ids
 from bench.metrics.nll import heldout_documents, heldout_texts, score_passages, summarize
 from bench.metrics.settings import EvalSettings, as_dict, available_probes, parse
 from tests.conftest import CONF, compose
@@ -412,7 +412,7 @@ def _greedy_loop(model: Any, ids: list[int], n: int, eos: int) -> list[int]:
 def test_batched_generation_equals_greedy_loop(kind: str) -> None:
     model, tok = tiny_model() if kind == "base" else peft_model(kind)
     prompts = [[tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]] for t in TEXTS]
-    got = greedy_generate(model, tok, prompts, max_new_tokens=12, batch_size=3, min_new_tokens=12)
+    got = continue_ids(model, tok, prompts, max_new_tokens=12, batch_size=3, min_new_tokens=12)
     for p, g in zip(prompts, got, strict=True):
         assert g == _greedy_loop(model, p, 12, tok.eos_token_id)
 
@@ -420,10 +420,10 @@ def test_batched_generation_equals_greedy_loop(kind: str) -> None:
 def test_generation_eos_cut_and_suppression() -> None:
     model, tok = tiny_model()
     prompts = [[tok.bos_token_id, *tok(t, add_special_tokens=False)["input_ids"]] for t in TEXTS]
-    first = greedy_generate(model, tok, prompts[:1], max_new_tokens=8, batch_size=1)[0][0]
+    first = continue_ids(model, tok, prompts[:1], max_new_tokens=8, batch_size=1)[0][0]
     model.generation_config.eos_token_id = first  # make the model "stop" at once
-    assert greedy_generate(model, tok, prompts[:1], max_new_tokens=8, batch_size=1) == [[]]
-    forced = greedy_generate(
+    assert continue_ids(model, tok, prompts[:1], max_new_tokens=8, batch_size=1) == [[]]
+    forced = continue_ids(
         model, tok, prompts[:1], max_new_tokens=8, batch_size=1, min_new_tokens=8
     )[0]
     assert len(forced) == 8 and first not in forced

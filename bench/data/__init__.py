@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,25 @@ def split(
         "validation": order[n_test : n_test + n_val],
         "train": order[n_test + n_val : need],
     }
+
+
+def split_unique(
+    examples: Iterable[Example], cfg: Mapping[str, Any]
+) -> tuple[list[Example], dict[str, list[Example]]]:
+    """A repeated prompt counts once (the first is kept), then canonical order (sorted by
+    prompt) and `split` with the task config's n_train / n_val / n_test / split_seed."""
+    by_prompt: dict[str, Example] = {}
+    for ex in examples:
+        by_prompt.setdefault(ex.prompt, ex)
+    items = [by_prompt[k] for k in sorted(by_prompt)]
+    splits = split(
+        items,
+        n_train=int(cfg["n_train"]),
+        n_val=int(cfg["n_val"]),
+        n_test=int(cfg["n_test"]),
+        seed=int(cfg["split_seed"]),
+    )
+    return items, splits
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

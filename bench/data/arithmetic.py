@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import assets
-from bench.data import Example, TaskData, first_line, register, split
+from bench.data import Example, TaskData, first_line, register, split_unique
 
 SOURCE = "BIG-bench 1.0.0 (PyPI sdist) arithmetic"
 LICENSE = "Apache-2.0 (BIG-bench)"
@@ -90,21 +90,15 @@ def load(subtasks: Sequence[str]) -> list[Problem]:
 def build(cfg: Mapping[str, Any]) -> TaskData:
     problems = load(list(cfg["subtasks"]))
     template: str = cfg["template"]
-    by_prompt: dict[str, Example] = {}
-    for p in problems:
-        ex = Example(
+    # identical questions across subtasks count once
+    examples = (
+        Example(
             prompt=template.format(question=p.question, a=p.a, b=p.b, op=p.op, symbol=OPS[p.op]),
             answer=p.target,
         )
-        by_prompt.setdefault(ex.prompt, ex)  # identical questions across subtasks count once
-    items = [by_prompt[k] for k in sorted(by_prompt)]  # canonical order before the seeded shuffle
-    splits = split(
-        items,
-        n_train=int(cfg["n_train"]),
-        n_val=int(cfg["n_val"]),
-        n_test=int(cfg["n_test"]),
-        seed=int(cfg["split_seed"]),
+        for p in problems
     )
+    items, splits = split_unique(examples, cfg)
     return TaskData(
         name="arithmetic",
         metric="exact_match",

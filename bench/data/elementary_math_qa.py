@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import assets
-from bench.data import Example, TaskData, exact_match, first_line, register, split
+from bench.data import Example, TaskData, exact_match, first_line, register, split_unique
 
 SOURCE = "BIG-bench 1.0.0 (PyPI sdist) elementary_math_qa (from MathQA, Amini et al. 2019)"
 LICENSE = "Apache-2.0 (BIG-bench and MathQA)"
@@ -69,22 +69,10 @@ def build(cfg: Mapping[str, Any]) -> TaskData:
         raise ValueError(f"task.answer_format={answer_format!r}: valid choices are {list(FORMATS)}")
     with open(task_dir() / subset / "task.json", encoding="utf-8") as f:
         raw = json.load(f)["examples"]
-    by_prompt: dict[str, Example] = {}
-    corrupt = 0
-    for r in raw:
-        ex = _example(r, cfg["template"], answer_format)
-        if ex is None:
-            corrupt += 1
-        else:
-            by_prompt.setdefault(ex.prompt, ex)  # hint-only subsets repeat inputs; keep the first
-    items = [by_prompt[k] for k in sorted(by_prompt)]  # canonical order before the seeded shuffle
-    splits = split(
-        items,
-        n_train=int(cfg["n_train"]),
-        n_val=int(cfg["n_val"]),
-        n_test=int(cfg["n_test"]),
-        seed=int(cfg["split_seed"]),
-    )
+    parsed = [_example(r, cfg["template"], answer_format) for r in raw]
+    corrupt = sum(ex is None for ex in parsed)
+    # hint-only subsets repeat inputs; the first is kept
+    items, splits = split_unique([ex for ex in parsed if ex is not None], cfg)
     return TaskData(
         name="elementary_math_qa",
         metric="accuracy" if answer_format == "letter" else "exact_match",

@@ -9,13 +9,16 @@ from typing import Any
 
 import torch
 
+from bench.generate import eos_ids, generate_ids, model_device, pad_id
+from bench.train import prompt_ids
 
-def model_device(model: Any) -> torch.device:
-    """Where inputs must go: the embedding's device (robust for 4-bit and peft-wrapped models)."""
-    try:
-        return model.get_input_embeddings().weight.device
-    except (AttributeError, NotImplementedError):
-        return next(model.parameters()).device
+__all__ = ["continue_ids", "eos_ids", "model_device", "pad_id", "prompt_ids"]
+
+
+def continue_ids(model: Any, tok: Any, prompts: Any, **kw: Any) -> list[list[int]]:
+    """bench.generate.generate_ids with the metrics' conventions: every EOS id the model or
+    tokenizer knows ends a continuation, padding with the model's pad id."""
+    return generate_ids(model, tok, prompts, eos=eos_ids(model, tok), pad=pad_id(model, tok), **kw)
 
 
 def prefix_token_id(tok: Any) -> int:
@@ -23,39 +26,6 @@ def prefix_token_id(tok: Any) -> int:
     if tok.bos_token_id is not None:
         return int(tok.bos_token_id)
     return int(tok.eos_token_id)
-
-
-def prompt_ids(text: str, tok: Any) -> list[int]:
-    """Prompt encoding for generation, the same rule as bench.train.prompt_ids (the run
-    pipeline's templates): BOS only for tokenizers that add it themselves."""
-    bos = [tok.bos_token_id] if tok.bos_token_id is not None and _wants_bos(tok) else []
-    return bos + tok(text, add_special_tokens=False)["input_ids"]
-
-
-def _wants_bos(tok: Any) -> bool:
-    return bool(getattr(tok, "add_bos_token", False))
-
-
-def pad_id(model: Any, tok: Any) -> int:
-    for v in (tok.pad_token_id, _gen_cfg(model, "pad_token_id"), tok.eos_token_id):
-        if v is not None:
-            return int(v[0] if isinstance(v, list | tuple) else v)
-    return 0
-
-
-def eos_ids(model: Any, tok: Any) -> set[int]:
-    """Every id that ends a generation: the model's generation config and the tokenizer's EOS."""
-    out: set[int] = set()
-    for v in (_gen_cfg(model, "eos_token_id"), tok.eos_token_id):
-        if v is None:
-            continue
-        out.update(int(x) for x in (v if isinstance(v, list | tuple) else [v]))
-    return out
-
-
-def _gen_cfg(model: Any, key: str) -> Any:
-    gc = getattr(model, "generation_config", None)
-    return getattr(gc, key, None) if gc is not None else None
 
 
 def num_virtual_tokens(model: Any) -> int:

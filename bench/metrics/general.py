@@ -18,8 +18,7 @@ from typing import Any
 
 from bench.metrics import hallucination as hal
 from bench.metrics import repetition as rep
-from bench.metrics._gen import greedy_generate
-from bench.metrics._util import eval_mode, prefix_token_id, preserved_rng
+from bench.metrics._util import continue_ids, eval_mode, prefix_token_id, preserved_rng
 from bench.metrics.inference import measure_inference
 from bench.metrics.nll import heldout_documents, heldout_texts, score_passages, summarize
 from bench.metrics.probes import run_probes
@@ -48,7 +47,7 @@ def _repetition(model: Any, tok: Any, s: EvalSettings) -> dict[str, Any]:
         [prefix_token_id(tok), *tok(t, add_special_tokens=False)["input_ids"][: r.prefix_tokens]]
         for t in heldout_texts(r.n_prefixes, part="prefix")
     ]
-    conts = greedy_generate(
+    conts = continue_ids(
         model,
         tok,
         prompts,

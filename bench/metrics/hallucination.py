@@ -36,8 +36,7 @@ from functools import lru_cache
 from typing import Any
 
 from bench import assets
-from bench.metrics._gen import greedy_generate
-from bench.metrics._util import eval_mode, prompt_ids
+from bench.metrics._util import continue_ids, eval_mode, prompt_ids
 from bench.metrics.probes import capital_split, capital_table
 
 INSTRUCTION = (
@@ -258,7 +257,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Accuracy, abstention and hallucination rates (module doc) for one model state."""
     with eval_mode(model):
-        gen = greedy_generate(
+        gen = continue_ids(
             model,
             tok,
             [prompt_ids(prompt(q.text), tok) for q in qs],

@@ -74,7 +74,7 @@ class InferenceSettings:
 @dataclass(frozen=True)
 class EvalSettings:
     enabled: bool = True
-    batch_size: int = 25
+    batch_size: int = 50
     seed: int = 0
     nll: NLLSettings = field(default_factory=NLLSettings)
     probes: ProbeSettings = field(default_factory=ProbeSettings)
