@@ -164,7 +164,7 @@ def greedy_generate(
             [prompt_ids(p, tok) for p in prompts],
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
-            eos=[tok.eos_token_id],
+            eos=[] if tok.eos_token_id is None else [tok.eos_token_id],  # as before: None = no EOS
             pad=tok.pad_token_id,
             stop_text="\n" if stop_at_newline else None,
         )
