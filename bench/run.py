@@ -140,6 +140,7 @@ def _evaluate(
 
     t0 = time.perf_counter()
     q = _quality(model, tok, task, cfg, device)
+    t1 = time.perf_counter()
     vl = eval_loss(
         model,
         val,
@@ -148,8 +149,14 @@ def _evaluate(
         precision=cfg["precision"],
         device=device,
     )
+    t2 = time.perf_counter()
     general = _general(model, tok, cfg)
-    return {"quality": q, "val_loss": vl, "general": general, "seconds": time.perf_counter() - t0}
+    t3 = time.perf_counter()
+    # wall seconds per part, so the record itself shows what evaluation costs next to training
+    parts: dict[str, Any] = {"quality_s": t1 - t0, "val_loss_s": t2 - t1, "general_s": t3 - t2}
+    if general:
+        parts["general"] = general.get("timing")
+    return {"quality": q, "val_loss": vl, "general": general, "seconds": t3 - t0, "parts": parts}
 
 
 def _before_key(cfg: Mapping[str, Any], method: Any) -> str:
@@ -249,7 +256,11 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
             write_json_atomic(before_path, before)
             del model
             measure.release_memory()
-        rec["timing"] = {"before_eval_s": before["seconds"], "before_cached": before_cached}
+        rec["timing"] = {
+            "before_eval_s": before["seconds"],
+            "before_cached": before_cached,
+            "before_parts": before.get("parts"),  # absent in caches written by older versions
+        }
 
         # ---- train
         _seed_all(cfg["seed"])
@@ -334,6 +345,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         # ---- after
         after = _evaluate(model, tok, task, val, cfg, device)
         rec["timing"]["after_eval_s"] = after["seconds"]
+        rec["timing"]["after_parts"] = after["parts"]
         rec["quality"] = {
             "metric": task.metric,
             "before": before["quality"]["score"],
@@ -362,7 +374,9 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         if (cfg.get("eval") or {}).get("inference", {}).get("enabled", False):
             from bench.metrics.general import measure_inference
 
+            t0 = time.perf_counter()
             rec["inference"] = measure_inference(model, tok, cfg["eval"])
+            rec["timing"]["inference_s"] = time.perf_counter() - t0
         rec["params"]["adapter_bytes"] = method.save(model, tmp_adapter)
         rec["status"] = "success"
     except KeyboardInterrupt:

@@ -98,3 +98,25 @@ def test_run_id_changes_with_result_settings(tmp_path: Path) -> None:
         "precision=bf16-autocast",
     ):
         assert run_id(tiny_cfg("lora", tmp_path, o)) != run_id(a), o
+
+
+def test_record_carries_general_metrics_and_eval_cost(tmp_path: Path) -> None:
+    """With evaluation on, every metric block is filled and the record splits evaluation time
+    into its parts (the cost check of the default sweep reads these)."""
+    cfg = tiny_cfg("prompt_tuning", tmp_path, "eval=tiny")
+    rec = run_one(cfg)
+    assert rec["status"] == "success", rec.get("traceback")
+    f = rec["forgetting"]
+    assert f["nll_delta"] == pytest.approx(f["nll_after"] - f["nll_before"])
+    n_virtual = cfg["method"]["num_virtual_tokens"]
+    assert set(f["probes"]) and rec["inference"]["extra_positions"] == n_virtual
+    for block in ("repetition", "hallucination"):
+        assert rec[block]["before"] and rec[block]["after"]
+    t = rec["timing"]
+    for state in ("before", "after"):
+        parts = t[f"{state}_parts"]
+        total = parts["quality_s"] + parts["val_loss_s"] + parts["general_s"]
+        assert total == pytest.approx(t[f"{state}_eval_s"], abs=1e-6)
+        assert set(parts["general"]) == {"nll", "repetition", "probes", "hallucination", "total"}
+        assert parts["general"]["total"] <= parts["general_s"]
+    assert t["before_cached"] is False and t["inference_s"] > 0
