@@ -501,6 +501,7 @@ def test_degrades_without_measurements(tmp_path: Path) -> None:
         "No run measured repetition.",
         "No run measured hallucination.",
         "No run measured probes.",
+        "No run recorded how its evaluation time splits.",
         "fewer than two models",
         "| cancelled |",
     ):
@@ -702,3 +703,39 @@ def test_chromium_renders_report(built: tuple[Path, Path, Path], tmp_path: Path)
         if e.get("method") == "Network.requestWillBeSent"
     ]
     assert [u for u in fetched if not u.startswith("data:")] == [page.as_uri()]
+
+
+def test_eval_cost_hand_worked(tmp_path: Path) -> None:
+    """Two runs read one cached base evaluation (identical before timings) and share it; a
+    third (QLoRA: its own 4-bit base) pays its own. Every figure below is worked by hand."""
+
+    def timing(before_general: float, after_general: float, inference: float) -> dict[str, Any]:
+        return {
+            "before_eval_s": before_general + 30.0,
+            "before_parts": {"quality_s": 20.0, "val_loss_s": 10.0, "general_s": before_general},
+            "after_eval_s": after_general + 12.0,
+            "after_parts": {"quality_s": 8.0, "val_loss_s": 4.0, "general_s": after_general},
+            "inference_s": inference,
+        }
+
+    recs = [
+        fixture_record("full", "ladder-4m", "arith", 0, timing=timing(100.0, 90.0, 10.0)),
+        fixture_record("lora", "ladder-4m", "arith", 0, timing=timing(100.0, 70.0, 6.0)),
+        fixture_record("qlora", "ladder-4m", "arith", 0, timing=timing(80.0, 60.0, 4.0)),
+        fixture_record("freeze", "ladder-4m", "arith", 0),  # an older record: no split
+    ]
+    for r, train_s in zip(recs, (300.0, 200.0, 400.0, 50.0), strict=True):
+        r["train"]["seconds"] = train_s
+    out = build_report(write_folder(tmp_path / "r", recs), tmp_path / "out")
+    rows = {r["method"]: r for r in read_csv(out / "tables" / "eval_cost.csv")}
+    assert set(rows) == {"full", "lora", "qlora"}
+    # full: 90 + 10 + 100 / 2 = 150 general; 8 + 4 + (20 + 10) / 2 = 27 task; / 300 s training
+    assert float(rows["full"]["general_s"]) == pytest.approx(150.0)
+    assert float(rows["full"]["task_eval_s"]) == pytest.approx(27.0)
+    assert float(rows["full"]["general_over_train"]) == pytest.approx(0.5)
+    assert float(rows["full"]["all_eval_over_train"]) == pytest.approx(177 / 300)
+    assert float(rows["lora"]["general_over_train"]) == pytest.approx((70 + 6 + 50) / 200)
+    # qlora alone read its base evaluation: all of it is its own
+    assert float(rows["qlora"]["general_s"]) == pytest.approx(60 + 4 + 80)
+    assert float(rows["qlora"]["task_eval_s"]) == pytest.approx(12 + 30)
+    assert "## Evaluation cost" in (out / "report.md").read_text()
