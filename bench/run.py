@@ -246,7 +246,8 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         load_kw = method.load_kwargs(mcfg, device)
 
         # ---- before: the base model, measured once per cell and cached beside the records
-        before_path = sweep_dir / ".cache" / f"before-{_before_key(cfg, method)}.json"
+        before_key = _before_key(cfg, method)
+        before_path = sweep_dir / ".cache" / f"before-{before_key}.json"
         before = read_record(before_path)
         before_cached = before is not None
         if before is None:
@@ -259,6 +260,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
         rec["timing"] = {
             "before_eval_s": before["seconds"],
             "before_cached": before_cached,
+            "before_key": before_key,  # runs with one key share one base evaluation
             "before_parts": before.get("parts"),  # absent in caches written by older versions
         }
 

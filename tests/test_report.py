@@ -739,3 +739,28 @@ def test_eval_cost_hand_worked(tmp_path: Path) -> None:
     assert float(rows["qlora"]["general_s"]) == pytest.approx(60 + 4 + 80)
     assert float(rows["qlora"]["task_eval_s"]) == pytest.approx(12 + 30)
     assert "## Evaluation cost" in (out / "report.md").read_text()
+
+
+def test_eval_cost_shares_base_evaluation_by_before_key(tmp_path: Path) -> None:
+    """Runs share a base evaluation by the cache key they record, not by equal seconds: QLoRA's
+    own 4-bit base evaluation took, by coincidence, exactly as long as the shared one."""
+    timing = {
+        "before_eval_s": 130.0,
+        "before_parts": {"quality_s": 20.0, "val_loss_s": 10.0, "general_s": 100.0},
+        "after_eval_s": 62.0,
+        "after_parts": {"quality_s": 8.0, "val_loss_s": 4.0, "general_s": 50.0},
+        "inference_s": 10.0,
+    }
+    recs = [
+        fixture_record(m, "ladder-4m", "arith", 0, timing=timing | {"before_key": k})
+        for m, k in (("full", "bf16-base"), ("lora", "bf16-base"), ("qlora", "nf4-base"))
+    ]
+    for r in recs:
+        r["train"]["seconds"] = 400.0
+    out = build_report(write_folder(tmp_path / "r", recs), tmp_path / "out")
+    rows = {r["method"]: r for r in read_csv(out / "tables" / "eval_cost.csv")}
+    # full and lora: 50 + 10 + 100 / 2 = 110; qlora: 50 + 10 + 100 = 160 (not 100 / 3 each)
+    assert float(rows["full"]["general_s"]) == pytest.approx(110.0)
+    assert float(rows["lora"]["task_eval_s"]) == pytest.approx(12 + 30 / 2)
+    assert float(rows["qlora"]["general_s"]) == pytest.approx(160.0)
+    assert float(rows["qlora"]["general_over_train"]) == pytest.approx(0.4)

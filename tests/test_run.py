@@ -120,3 +120,5 @@ def test_record_carries_general_metrics_and_eval_cost(tmp_path: Path) -> None:
         assert set(parts["general"]) == {"nll", "repetition", "probes", "hallucination", "total"}
         assert parts["general"]["total"] <= parts["general_s"]
     assert t["before_cached"] is False and t["inference_s"] > 0
+    sweep_dir = Path(cfg["results_dir"]) / cfg["sweep_name"]
+    assert (sweep_dir / ".cache" / f"before-{t['before_key']}.json").is_file()

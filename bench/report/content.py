@@ -830,11 +830,15 @@ def probes(d: Data) -> Section:
 def _eval_seconds(d: Data) -> pd.DataFrame:
     """Per counted run: training seconds and what evaluation cost beside it (wall seconds).
 
-    The base model is evaluated once per cell and the runs that read that cached evaluation
-    carry identical `timing.before_*` values; each is charged an equal share of it."""
-    key = ["model", "task", "timing.before_eval_s"]
+    The base model is evaluated once per cell; the runs that read one cached evaluation carry
+    its `timing.before_key` and each is charged an equal share of it. Records older than that
+    key are grouped on their identical `timing.before_eval_s` (read from the same cache file)."""
     every = d.df.dropna(subset=["timing.before_eval_s"])
-    share = every.groupby(key)["run_id"].transform("size")
+    seconds = "s" + every["timing.before_eval_s"].astype(str)
+    if "timing.before_key" in every:
+        seconds = every["timing.before_key"].fillna(seconds)
+    group = [every["model"], every["task"], seconds.rename("before")]
+    share = every.groupby(group)["run_id"].transform("size")
     shared = pd.Series(share.to_numpy(), index=every["run_id"].to_numpy())
     ok = d.ok
     n = ok["run_id"].map(shared).astype(float).to_numpy()
