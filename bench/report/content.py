@@ -699,13 +699,8 @@ def _before_after_table(
         return None, keys
     show = [k for k in shown if k in keys] or keys[:5]
     rows, data = [], []
-    for (model, task), label, g in _groups(d):
-        rec: dict[str, Any] = {
-            "model": model,
-            "task": task,
-            "method": label,
-            "n": int(g["seed"].nunique()),
-        }
+    for head, g in _groups(d):
+        rec = dict(head)
         for k in keys:
             b, a = stat_of(g, f"{block}.before.{k}"), stat_of(g, f"{block}.after.{k}")
             rec |= {
@@ -715,21 +710,23 @@ def _before_after_table(
             }
         data.append(rec)
         rows.append(
-            [model, task, label, str(rec["n"])]
+            [str(v) for v in head.values()]
             + [f"{num(rec[f'{k}_before_mean'])} → {num(rec[f'{k}_after_mean'])}" for k in show]
         )
     cols = ["Model", "Task", "Method", "n"] + [k.replace("_", "-") for k in show]
     return Table(name, caption, cols, rows, pd.DataFrame(data)), keys
 
 
-def _groups(d: Data) -> list[tuple[tuple[str, str], str, pd.DataFrame]]:
+def _groups(d: Data) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Each method's counted runs per cell, with the table head: model, task, method, n seeds."""
     out = []
     for model, task in d.cells:
         cell = d.ok[(d.ok["model"] == model) & (d.ok["task"] == task)]
         for label in d.labels:
             g = cell[cell["label"] == label]
             if len(g):
-                out.append(((model, task), label, g))
+                head = {"model": model, "task": task, "method": label}
+                out.append((head | {"n": int(g["seed"].nunique())}, g))
     return out
 
 
@@ -791,13 +788,8 @@ def probes(d: Data) -> Section:
         sec.blocks.append("No run measured probes.")
         return sec
     rows, data = [], []
-    for (model, task), label, g in _groups(d):
-        rec: dict[str, Any] = {
-            "model": model,
-            "task": task,
-            "method": label,
-            "n": int(g["seed"].nunique()),
-        }
+    for head, g in _groups(d):
+        rec = dict(head)
         cells = []
         for p in names:
             s = stat_of(g, f"d.probe_drop.{p}")
@@ -811,7 +803,7 @@ def probes(d: Data) -> Section:
         mean_drop = stat_of(g, "forgetting.mean_relative_drop")
         rec |= {"mean_drop_mean": mean_drop.mean, "mean_drop_ci95": mean_drop.half}
         data.append(rec)
-        rows.append([model, task, label, str(rec["n"]), *cells, stat(mean_drop, "num")])
+        rows.append([*(str(v) for v in head.values()), *cells, stat(mean_drop, "num")])
     sec.blocks.append(
         Table(
             "probes",
@@ -886,14 +878,13 @@ def eval_cost(d: Data) -> Section:
         return sec
     secs = _eval_seconds(d)
     rows, data = [], []
-    for (model, task), label, g in _groups(d):
+    for head, g in _groups(d):
         s = secs.loc[g.index].mean()
         if not finite(s["general_s"]):
             continue
-        rec = {"model": model, "task": task, "method": label, "n": int(g["seed"].nunique())}
-        data.append(rec | s.to_dict())
+        data.append(head | s.to_dict())
         rows.append(
-            [model, task, label, str(rec["n"])]
+            [str(v) for v in head.values()]
             + [num(s[k], 0) for k in ("train_s", "general_s", "task_eval_s")]
             + [num(s[k], 2) for k in ("general_over_train", "all_eval_over_train")]
         )
