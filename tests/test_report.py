@@ -705,23 +705,25 @@ def test_chromium_renders_report(built: tuple[Path, Path, Path], tmp_path: Path)
     assert [u for u in fetched if not u.startswith("data:")] == [page.as_uri()]
 
 
+def _eval_timing(before_general: float, after_general: float, inference: float) -> dict[str, Any]:
+    """A record's `timing`: task quality 20 s / 8 s and validation loss 10 s / 4 s (before /
+    after) beside the given general-metric and inference seconds."""
+    return {
+        "before_eval_s": before_general + 30.0,
+        "before_parts": {"quality_s": 20.0, "val_loss_s": 10.0, "general_s": before_general},
+        "after_eval_s": after_general + 12.0,
+        "after_parts": {"quality_s": 8.0, "val_loss_s": 4.0, "general_s": after_general},
+        "inference_s": inference,
+    }
+
+
 def test_eval_cost_hand_worked(tmp_path: Path) -> None:
     """Two runs read one cached base evaluation (identical before timings) and share it; a
     third (QLoRA: its own 4-bit base) pays its own. Every figure below is worked by hand."""
-
-    def timing(before_general: float, after_general: float, inference: float) -> dict[str, Any]:
-        return {
-            "before_eval_s": before_general + 30.0,
-            "before_parts": {"quality_s": 20.0, "val_loss_s": 10.0, "general_s": before_general},
-            "after_eval_s": after_general + 12.0,
-            "after_parts": {"quality_s": 8.0, "val_loss_s": 4.0, "general_s": after_general},
-            "inference_s": inference,
-        }
-
     recs = [
-        fixture_record("full", "ladder-4m", "arith", 0, timing=timing(100.0, 90.0, 10.0)),
-        fixture_record("lora", "ladder-4m", "arith", 0, timing=timing(100.0, 70.0, 6.0)),
-        fixture_record("qlora", "ladder-4m", "arith", 0, timing=timing(80.0, 60.0, 4.0)),
+        fixture_record("full", "ladder-4m", "arith", 0, timing=_eval_timing(100.0, 90.0, 10.0)),
+        fixture_record("lora", "ladder-4m", "arith", 0, timing=_eval_timing(100.0, 70.0, 6.0)),
+        fixture_record("qlora", "ladder-4m", "arith", 0, timing=_eval_timing(80.0, 60.0, 4.0)),
         fixture_record("freeze", "ladder-4m", "arith", 0),  # an older record: no split
     ]
     for r, train_s in zip(recs, (300.0, 200.0, 400.0, 50.0), strict=True):
@@ -744,13 +746,7 @@ def test_eval_cost_hand_worked(tmp_path: Path) -> None:
 def test_eval_cost_shares_base_evaluation_by_before_key(tmp_path: Path) -> None:
     """Runs share a base evaluation by the cache key they record, not by equal seconds: QLoRA's
     own 4-bit base evaluation took, by coincidence, exactly as long as the shared one."""
-    timing = {
-        "before_eval_s": 130.0,
-        "before_parts": {"quality_s": 20.0, "val_loss_s": 10.0, "general_s": 100.0},
-        "after_eval_s": 62.0,
-        "after_parts": {"quality_s": 8.0, "val_loss_s": 4.0, "general_s": 50.0},
-        "inference_s": 10.0,
-    }
+    timing = _eval_timing(100.0, 50.0, 10.0)
     recs = [
         fixture_record(m, "ladder-4m", "arith", 0, timing=timing | {"before_key": k})
         for m, k in (("full", "bf16-base"), ("lora", "bf16-base"), ("qlora", "nf4-base"))
