@@ -14,7 +14,7 @@ export TOKENIZERS_PARALLELISM ?= false
 
 STAMP := .venv/.installed
 
-.PHONY: help setup test lint format models sweep report bench clean-cache
+.PHONY: help setup test test-all lint format models sweep report bench clean-cache
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,9 +34,13 @@ setup: $(STAMP) ## create .venv (torch first), install the project, fetch offlin
 	$(PY) -m bench.assets
 	$(PY) -m bench.models conf/model/smollm2-135m.yaml
 
-test: setup ## run the test suite (offline, CPU; sets itself up)
+test: setup ## unit + integration tests (offline, CPU; sets itself up; <10 min on 2 cores)
 	@bash tests/setup_chromium.sh
 	$(PY) -m pytest -q
+
+test-all: setup ## every test tier, slow ones (real models, long sweeps) included
+	@bash tests/setup_chromium.sh
+	$(PY) -m pytest -q -m "unit or integration or slow"
 
 lint: $(STAMP) ## ruff check + format check
 	$(PY) -m ruff check .
@@ -49,9 +53,11 @@ format: $(STAMP) ## apply ruff formatting
 models: setup ## pretrain the small model ladder (cached by config hash)
 	$(PY) -m bench.ladder
 
-sweep: models ## run a named sweep (SWEEP=default|smoke|paper) and write its report
-	$(PY) -m bench.run -m +sweep=$(SWEEP)
-	$(PY) -m bench.report --sweep $(SWEEP) --logger $(strip $(LOGGER))
+sweep: setup ## prepare only the sweep's models, run it (SWEEP=default|smoke|paper), write its report
+	$(PY) -m bench.sweep prepare $(SWEEP)
+	@# the report is written even when a cell failed; the sweep's exit status is kept
+	status=0; $(PY) -m bench.run -m +sweep=$(SWEEP) || status=$$?; \
+	$(PY) -m bench.report --sweep $(SWEEP) --logger $(strip $(LOGGER)) && exit $$status
 
 report: $(STAMP) ## write reports/$(SWEEP)/ from results/$(SWEEP)/
 	$(PY) -m bench.report --sweep $(SWEEP)

@@ -14,17 +14,8 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from bench import methods
 from bench.train import autocast_ctx, prompt_ids
-
-
-def padding_unsafe(model: Any) -> bool:
-    """peft prompt tuning / P-tuning drop position_ids, so left padding would sit between the
-    virtual tokens and the prompt and shift the prompt's positions: batch equal lengths only.
-    (Prefix tuning offsets position_ids itself and pads safely.)"""
-    cfg = getattr(model, "active_peft_config", None)
-    if cfg is None or not getattr(cfg, "is_prompt_learning", False):
-        return False
-    return str(getattr(cfg.peft_type, "value", cfg.peft_type)) not in ("PREFIX_TUNING", "CARTRIDGE")
 
 
 def length_batches(
@@ -121,7 +112,7 @@ def generate_ids(
         "top_k": None,
     }
     out: dict[int, list[int]] = {}
-    for idx in length_batches(prompts, batch_size, equal_lengths=padding_unsafe(model)):
+    for idx in length_batches(prompts, batch_size, equal_lengths=methods.pads_unsafely(model)):
         n = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), n), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import json
 import math
-import random
 import resource
 import shutil
 import tempfile
@@ -33,11 +32,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from bench import assets, corpora
-
-# Bump when the corpus recipe in bench/corpora.py changes: it is part of every config hash.
-CORPUS_VERSION = "1"
-BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+from bench import assets
+from bench.ladder_data import CORPUS_VERSION, ensure_data, publish
+from bench.precision import resolve_precision as precision_rule
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ def non_embedding_params(cfg: RungConfig) -> int:
 
 def resolve_precision(precision: str) -> str:
     if precision == "auto":
-        return "bf16-autocast" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+        return precision_rule("auto", "cpu")
     if precision not in ("bf16-autocast", "fp32"):
         raise ValueError(f"precision must be auto, bf16-autocast or fp32, not {precision!r}")
     return precision
@@ -125,139 +122,6 @@ def _autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
 def _cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-# --- data: tokenizer and token ids, shared by all rungs -------------------------------------------
-
-
-def _data_key(cfg: RungConfig) -> str:
-    fields = (
-        CORPUS_VERSION,
-        cfg.vocab_size,
-        cfg.val_percent,
-        cfg.max_corpus_chars,
-        cfg.tokenizer_chars,
-    )
-    return hashlib.sha256(repr(fields).encode()).hexdigest()[:10]
-
-
-def _subsample(docs: list[str], max_chars: int | None) -> list[str]:
-    if max_chars is None:
-        return docs
-    order = list(range(len(docs)))
-    random.Random(0).shuffle(order)
-    out, total = [], 0
-    for i in order:
-        if total >= max_chars:
-            break
-        out.append(docs[i])
-        total += len(docs[i])
-    return out
-
-
-def _composition(train: list[str]) -> list[dict[str, Any]]:
-    in_train = set(train)
-    rows = []
-    for src, docs in corpora.pretrain_sources().items():
-        used = [d for d in docs if d in in_train]
-        a = assets.ASSETS[src]
-        rows.append(
-            {
-                "source": a.source,
-                "license": a.license,
-                "documents": len(used),
-                "chars": sum(map(len, used)),
-            }
-        )
-    return rows
-
-
-def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
-    """Byte-level BPE (lossless on any text) with bos/eos/pad; encode() prepends bos."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        min_frequency=2,
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    bos_id = tok.token_to_id(BOS)
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        model_max_length=4096,
-        model_input_names=["input_ids", "attention_mask"],  # no token_type_ids: Llama rejects them
-    )
-
-
-def _encode(tok: Any, docs: list[str]) -> np.ndarray:
-    """bos + doc + eos for every document, concatenated (documents are packed into windows)."""
-    eos = tok.eos_token_id
-    ids = tok.backend_tokenizer.encode_batch_fast(docs)  # no offsets: ~2x faster
-    flat = np.fromiter((t for e in ids for t in (*e.ids, eos)), dtype=np.int64)
-    assert flat.max() < 2**16
-    return flat.astype(np.uint16)
-
-
-def ensure_data(cfg: RungConfig) -> Path:
-    """Train the shared tokenizer and tokenize the corpus once; return the directory."""
-    out = assets.cache_root() / "models" / f"ladder-data-{_data_key(cfg)}"
-    if (out / "meta.json").exists():
-        return out
-    t0 = time.time()
-    train, val = corpora.pretrain_split(cfg.val_percent)
-    train = _subsample(train, cfg.max_corpus_chars)
-    val = _subsample(val, None if cfg.max_corpus_chars is None else cfg.max_corpus_chars // 50)
-    print(
-        f"[ladder] BPE ({cfg.vocab_size} tokens) and tokenizing {len(train)} documents", flush=True
-    )
-    tok = train_tokenizer(_subsample(train, cfg.tokenizer_chars), cfg.vocab_size)
-    train_ids, val_ids = _encode(tok, train), _encode(tok, val)
-    meta = {
-        "corpus_version": CORPUS_VERSION,
-        "vocab_size": cfg.vocab_size,
-        "train_documents": len(train),
-        "val_documents": len(val),
-        "train_chars": sum(map(len, train)),
-        "val_chars": sum(map(len, val)),
-        "train_tokens": len(train_ids),
-        "val_tokens": len(val_ids),
-        "composition": _composition(train),
-        "excluded": "held-out Brown documents (forgetting test set); squad_shifts (a task)",
-        "seconds": round(time.time() - t0, 1),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".ladder-data-"))
-    try:
-        tok.save_pretrained(tmp / "tokenizer")
-        np.save(tmp / "train.npy", train_ids)
-        np.save(tmp / "val.npy", val_ids)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Atomic rename; if another process finished first, keep its copy."""
-    try:
-        tmp.rename(out)
-    except OSError:
-        if not out.exists():
-            raise
 
 
 # --- model and training ---------------------------------------------------------------------------
@@ -326,21 +190,17 @@ def _lr_at(step: int, total: int, cfg: RungConfig) -> float:
     )
 
 
-def train_rung(cfg: RungConfig, out: Path) -> dict[str, Any]:
-    """Pretrain one rung into directory `out` (model, tokenizer, card); return the card."""
-    from transformers import AutoTokenizer
-
-    data = ensure_data(cfg)
-    meta = json.loads((data / "meta.json").read_text())
-    tok = AutoTokenizer.from_pretrained(data / "tokenizer")
-    train_ids = np.load(data / "train.npy")
-    train = _windows(train_ids, cfg.seq_len)
-    val = _windows(np.load(data / "val.npy"), cfg.seq_len)[: cfg.max_val_tokens // cfg.seq_len]
-
-    model = build_model(cfg, tok)
+def _pretrain(
+    cfg: RungConfig,
+    model: torch.nn.Module,
+    train: torch.Tensor,
+    val: torch.Tensor,
+    steps: int,
+    precision: str,
+) -> tuple[list[float], list[dict[str, float]], float]:
+    """The pretraining loop: AdamW with decoupled decay on matrices, clipped, cosine lr; the
+    validation NLL at `cfg.n_evals` points (the last is the final score)."""
     model.train()
-    n_total = sum(p.numel() for p in model.parameters())
-    n_emb = model.get_input_embeddings().weight.numel()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -352,15 +212,13 @@ def train_rung(cfg: RungConfig, out: Path) -> dict[str, Any]:
         betas=(0.9, 0.95),
         fused=False,
     )
-    steps = max(1, cfg.train_tokens // (cfg.batch_size * cfg.seq_len))
     gen = torch.Generator().manual_seed(cfg.seed)
     order = torch.randperm(len(train), generator=gen)
     pos = 0
     eval_at = {round(steps * (k + 1) / cfg.n_evals) for k in range(cfg.n_evals)} | {steps}
     curve: list[dict[str, float]] = []
     losses: list[float] = []
-    precision = resolve_precision(cfg.precision)
-    t0, c0 = time.time(), _cpu_seconds()
+    t0 = time.time()
     bar = tqdm(range(steps), desc=cfg.name, unit="step", dynamic_ncols=True)
     for step in bar:
         if pos + cfg.batch_size > len(order):  # next epoch, fresh shuffle
@@ -390,6 +248,27 @@ def train_rung(cfg: RungConfig, out: Path) -> dict[str, Any]:
             )
             bar.write(f"[{cfg.name}] {curve[-1]}")
     bar.close()
+    return losses, curve, val_nll
+
+
+def train_rung(cfg: RungConfig, out: Path) -> dict[str, Any]:
+    """Pretrain one rung into directory `out` (model, tokenizer, card); return the card."""
+    from transformers import AutoTokenizer
+
+    data = ensure_data(cfg)
+    meta = json.loads((data / "meta.json").read_text())
+    tok = AutoTokenizer.from_pretrained(data / "tokenizer")
+    train_ids = np.load(data / "train.npy")
+    train = _windows(train_ids, cfg.seq_len)
+    val = _windows(np.load(data / "val.npy"), cfg.seq_len)[: cfg.max_val_tokens // cfg.seq_len]
+
+    model = build_model(cfg, tok)
+    n_total = sum(p.numel() for p in model.parameters())
+    n_emb = model.get_input_embeddings().weight.numel()
+    steps = max(1, cfg.train_tokens // (cfg.batch_size * cfg.seq_len))
+    precision = resolve_precision(cfg.precision)
+    t0, c0 = time.time(), _cpu_seconds()
+    losses, curve, val_nll = _pretrain(cfg, model, train, val, steps, precision)
     seconds, cpu_seconds = time.time() - t0, _cpu_seconds() - c0
     uni = unigram_nll(train_ids, val, len(tok))
     tail = losses[-max(1, steps // 20) :]
@@ -483,7 +362,7 @@ def ensure_rung(rung: str | RungConfig) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{cfg.name}-"))
     try:
         train_rung(cfg, tmp)
-        _publish(tmp, out)
+        publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

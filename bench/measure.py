@@ -161,31 +161,3 @@ def measure_matmul_peak(
         a @ b
         reps += 1
     return 2 * n**3 * reps / (time.perf_counter() - t0)
-
-
-def _time_matmul(dtype: torch.dtype, n: int = 384, reps: int = 4) -> float:
-    import time
-
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return time.perf_counter() - t0
-
-
-_PRECISION: dict[str, str] = {}
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """`auto`: bf16 autocast where the hardware runs bf16 matmuls faster than fp32 (measured on
-    CPU: AVX-512-BF16/AMX machines are ~4x faster, AVX2-only machines emulate bf16 and are
-    several times slower), fp32 otherwise."""
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda"):
-        return "bf16-autocast" if torch.cuda.is_bf16_supported() else "fp32"
-    if "cpu" not in _PRECISION:
-        fast = _time_matmul(torch.bfloat16) < 0.8 * _time_matmul(torch.float32)
-        _PRECISION["cpu"] = "bf16-autocast" if fast else "fp32"
-    return _PRECISION["cpu"]

@@ -1,4 +1,6 @@
-"""The results record (DESIGN section 9): run ids, atomic writes, resume checks, environment."""
+"""Results on disk: run ids, atomic writes, resume checks, and the environment block.
+
+The record's schema is bench/record.py."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-STATUSES = ("success", "failed", "oom", "diverged", "cancelled")
+from bench.precision import timing_flags
+
 # Settings that do not change a run's result: where it is written and how it is logged.
 NON_RESULT_KEYS = (
     "logger", "sweep_name", "results_dir", "progress", "force", "isolate", "hydra",
@@ -74,8 +76,10 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def is_done(path: Path) -> bool:
-    rec = read_record(path)
-    return bool(rec) and rec.get("status") == "success"
+    from bench.record import read
+
+    rec = read(path)
+    return rec is not None and rec.status == "success"
 
 
 def now() -> str:
@@ -130,35 +134,6 @@ def environment(device: str) -> dict[str, Any]:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "cpu_flags": timing_flags(),  # what decides bf16 speed on a CPU
         "hostname_hash": hashlib.sha256(socket.gethostname().encode()).hexdigest()[:12],
-    }
-
-
-def empty_record(cfg: Mapping[str, Any], rid: str) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": rid,
-        "status": "failed",
-        "error": None,
-        "method": cfg["method"]["name"],
-        "model": cfg["model"]["name"],
-        "task": cfg["task"]["name"],
-        "seed": cfg["seed"],
-        "sweep": cfg["sweep_name"],
-        "budget": None,
-        "config": dict(cfg),
-        "params": None,
-        "train": None,
-        "memory": None,
-        "quality": None,
-        "forgetting": None,
-        "repetition": None,
-        "hallucination": None,
-        "inference": None,
-        "model_info": None,
-        "task_info": None,
-        "timing": None,
-        "env": None,
-        "started_at": now(),
-        "finished_at": None,
     }

@@ -75,6 +75,8 @@ def _fmt(s: float) -> str:
 
 
 class SweepProgress(Callback):
+    any_failed = False  # read by bench.run.main: a sweep with a failed cell exits non-zero
+
     def on_multirun_start(self, config: DictConfig, **kw: Any) -> None:
         self.t0 = time.time()
         self.n = job_count(config)
@@ -111,3 +113,40 @@ class SweepProgress(Callback):
             + (f" -- failures: {names}" if bad else ""),
             flush=True,
         )
+        SweepProgress.any_failed = bool(bad or missing)
+
+
+def sweep_models(name: str) -> list[dict[str, Any]]:
+    """The model configs a named sweep's grid uses (its `model` choices, else the default)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
+        choices = str((cfg.hydra.sweeper.get("params") or {}).get("model") or cfg.model.name)
+        out = []
+        for m in choices.split(","):
+            c = compose(config_name="config", overrides=[f"+sweep={name}", f"model={m.strip()}"])
+            out.append(OmegaConf.to_container(c.model, resolve=True))
+    return out  # type: ignore[return-value]
+
+
+def prepare(name: str) -> None:
+    """Materialise (convert, or pretrain for ladder rungs) only the models of sweep `name`."""
+    from bench import models
+
+    for cfg in sweep_models(name):
+        print(f"[sweep] {name}: model {cfg['name']} -> {models.model_dir(cfg)}", flush=True)
+
+
+if __name__ == "__main__":  # `python -m bench.sweep prepare NAME`
+    import argparse
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(description="sweep helpers")
+    ap.add_argument("action", choices=["prepare"])
+    ap.add_argument("sweep")
+    a = ap.parse_args()
+    prepare(a.sweep)

@@ -171,6 +171,28 @@ class Tracker:
                 _warn("finish", exc)
 
 
+def for_run(cfg: Mapping[str, Any], run_id: str, sweep_dir: Path) -> Tracker | None:
+    """The run's tracker per its `logger` config (None for `logger=none`)."""
+    lg = cfg["logger"]
+    if lg["mode"] == "none":
+        return None
+    t = Tracker()
+    t.start(
+        cfg,
+        sweep=cfg["sweep_name"],
+        run_id=run_id,
+        method=cfg["method"]["name"],
+        model=cfg["model"]["name"],
+        task=cfg["task"]["name"],
+        seed=cfg["seed"],
+        mode=lg["mode"],
+        dir=sweep_dir,
+        project=lg["project"],
+        entity=lg["entity"],
+    )
+    return t
+
+
 def log_report_artifact(
     report_dir: Path,
     sweep: str,

@@ -14,6 +14,16 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
+TIERS = ("unit", "integration", "slow")
+# A module's default tier (a test may carry its own tier marker instead): unit = no model
+# weights, seconds; integration = tiny models end to end; slow = real models or long sweeps.
+MODULE_TIERS = {
+    "test_config": "unit",
+    "test_report": "unit",
+    "test_tasks": "unit",
+    "test_tracking": "unit",
+    "test_schema": "unit",
+}
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 
 
@@ -57,3 +67,10 @@ def _one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+            item.add_marker(getattr(pytest.mark, MODULE_TIERS.get(module, "integration")))

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bench import data, methods
+from bench.config import check as validate
 from bench.methods import ConfigError
-from bench.run import run_one, validate
+from bench.run import run_one
 from tests.conftest import CONF, METHODS, compose, tiny_cfg
 
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))

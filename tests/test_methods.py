@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from bench import methods, models
-from tests.conftest import CONF, METHODS
+from tests.conftest import CONF, METHODS, compose
 
 TINY = yaml.safe_load((CONF / "model" / "tiny-random.yaml").read_text())
 D, L, H, KV, FFN = (
@@ -32,7 +32,7 @@ SHAPES = {  # (in, out) of each linear in a Llama block
 
 
 def mcfg(name: str, **over: Any) -> dict[str, Any]:
-    c = yaml.safe_load((CONF / "method" / f"{name}.yaml").read_text())
+    c = compose([f"method={name}"])["method"]  # Hydra composes qlora.yaml from lora.yaml
     c.update(over)
     return c
 
@@ -124,8 +124,12 @@ def test_freeze_count(k: int, modules: str) -> None:
 
 
 def test_full_count() -> None:
-    m = build("full")
-    assert trainable(m) == sum(p.numel() for p in m.parameters())
+    """Starts from a fully frozen model: loaded Hugging Face weights already require grad, so a
+    no-op `apply` would pass a test that did not freeze first."""
+    model, _ = models.load(TINY, dtype=torch.float32, device="cpu")
+    model.requires_grad_(False)
+    m = methods.get("full").apply(model, mcfg("full"))
+    assert trainable(m) == sum(p.numel() for p in m.parameters()) > 0
 
 
 def test_generic_peft_ia3() -> None:

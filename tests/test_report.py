@@ -23,9 +23,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from bench import record
 from bench.report import build_report, load_results
 from bench.report.__main__ import main as report_main
+from bench.report.frame import frame_of
+from bench.report.prepare import prepare
+from bench.report.sections.runs import lr_of
 from bench.report.stats import mean_ci, pareto_front
+
+pytestmark = pytest.mark.unit  # synthetic records only: no model weights
 
 T_975_1 = 12.706204736174698  # Student t quantile, 0.975, 1 degree of freedom
 # LaTeX specials and non-ASCII on purpose: the .tex must escape them (and compile).
@@ -49,7 +55,9 @@ METHODS = {  # name -> (trainable fraction, quality gain, nll delta): SYNTHETIC
 def fixture_record(
     method: str, model: str, task: str, seed: int, *, lr: float = 1e-4, **over: Any
 ) -> dict[str, Any]:
-    """One SYNTHETIC, schema-valid run record (DESIGN section 9) for tests only."""
+    """One SYNTHETIC run record for tests only, validated by ``bench.record.Record`` (after the
+    overrides ``over``) and returned as the JSON-ready dict the writer would write: a fixture
+    that drifts from the schema fails here, loudly."""
     frac, gain, dnll = METHODS.get(method, (0.01, 0.1, 0.1))
     size = MODELS[model]
     total = size + 1_000_000
@@ -57,6 +65,9 @@ def fixture_record(
     before = 0.1 * scale
     after = before + gain * scale + 0.02 * seed
     steps = 20
+    batch, seq_len = 8, 80  # 640 padded tokens a step, 512 of them real
+    seconds = 10.0 * scale
+    tokens_per_s = 1000.0 / scale * (1 + frac) + seed
     rec: dict[str, Any] = {
         "schema_version": 1,
         "run_id": f"{method}-{model}-{task}-s{seed}-lr{lr:g}",
@@ -67,8 +78,16 @@ def fixture_record(
         "task": task,
         "seed": seed,
         "sweep": "fixture",
-        "budget": {"kind": "steps", "steps": steps, "tokens": steps * 512, "seconds": None},
-        "config": {"method": {"name": method}, "optim": {"lr": lr}, "seed": seed},
+        "budget": {
+            "kind": "steps",
+            "steps": steps,
+            "batch_size": batch,
+            "grad_accum": 1,
+            "seq_len": seq_len,
+            "seconds": None,
+            "tokens": steps * 512,
+        },
+        "config": {"method": {"name": method, "lr": 1e-4}, "train": {"lr": lr}, "seed": seed},
         "params": {
             "total": total,
             "trainable": int(total * frac),
@@ -79,13 +98,22 @@ def fixture_record(
         "train": {
             "steps": steps,
             "tokens": steps * 512,
-            "seconds": 10.0 * scale,
-            "tokens_per_s": 1000.0 / scale * (1 + frac) + seed,
+            "padded_tokens": steps * batch * seq_len,
+            "seconds": seconds,
+            "tokens_per_s": tokens_per_s,
+            "samples_per_s": steps * batch / seconds,
+            "step_time_p50": seconds / steps,
+            "step_time_p90": 1.2 * seconds / steps,
+            "flops_per_token": 6.0 * total,
+            "achieved_flops": 6.0 * total * tokens_per_s,
             "loss_curve": [
                 [s, 3.0 * math.exp(-s * (0.05 + gain / 5)) + 0.01 * seed]
                 for s in range(1, steps + 1)
             ],
+            "lr_curve": [[s, lr * (1 - (s - 1) / steps)] for s in range(1, steps + 1)],
             "final_loss": 3.0 * math.exp(-steps * (0.05 + gain / 5)),
+            "lr": lr,
+            "optimizer": "adamw",
         },
         "memory": {
             "device": "cpu",
@@ -101,6 +129,8 @@ def fixture_record(
             "val_loss_before": 2.5,
             "val_loss_after": 2.5 - gain,
             "n_test": 50,
+            "extra": {},
+            "examples_after": ["12 (fixture)", "7 (fixture)"],
         },
         "forgetting": {
             "nll_before": 3.0,
@@ -140,6 +170,7 @@ def fixture_record(
         "finished_at": f"2026-01-0{1 + seed}T10:05:00+00:00",
         "model_info": {
             "name": model,
+            "kind": "ladder" if model == "ladder-4m" else "gguf",
             "non_embedding_params": size,
             "total_params": total,
             "source": "fixture",
@@ -147,16 +178,17 @@ def fixture_record(
         },
         "task_info": {
             "name": task,
+            "metric": "exact_match",
             "source": f"fixture {task} 1.0",
             "license": "CC0-1.0 (fixture)",
             "n_train": 400,
-            "n_val": 50,
+            "n_validation": 50,
             "n_test": 50,
         },
     }
     for key, value in over.items():
         rec[key] = value
-    return rec
+    return record.Record.model_validate(rec).dump()
 
 
 def fixture_records() -> list[dict[str, Any]]:
@@ -204,8 +236,11 @@ def fixture_records() -> list[dict[str, Any]]:
 
 
 def write_folder(folder: Path, records: list[dict[str, Any]]) -> Path:
+    """The records as ``<run_id>.json``, each validated first: a test's edits to a fixture
+    must keep it schema-valid (the reader would skip it with a warning otherwise)."""
     folder.mkdir(parents=True, exist_ok=True)
     for r in records:
+        record.Record.model_validate(r)
         (folder / f"{r['run_id']}.json").write_text(json.dumps(r, indent=1))
     return folder
 
@@ -465,8 +500,9 @@ def test_degrades_without_measurements(tmp_path: Path) -> None:
     for r in recs:
         r["forgetting"] = r["repetition"] = r["hallucination"] = r["inference"] = None
         del r["model_info"], r["task_info"]
-        r["train"]["loss_curve"] = None
-    # a record missing whole blocks, and one with no seed or times
+        r["train"]["loss_curve"] = []  # none recorded
+    # a record missing whole blocks, with an empty config and no end time (a record without
+    # a seed or start time is invalid: see test_skips_invalid_records)
     gone = dict.fromkeys(("forgetting", "repetition", "hallucination", "inference", "budget"))
     recs.append(
         fixture_record(
@@ -475,13 +511,11 @@ def test_degrades_without_measurements(tmp_path: Path) -> None:
             "arith",
             0,
             env=None,
-            config=None,
-            started_at=None,
+            config={},
             finished_at=None,
             **gone,
         )
     )
-    recs[-1]["seed"] = None
     recs.append(
         fixture_record(
             "full",
@@ -515,6 +549,38 @@ def test_degrades_without_measurements(tmp_path: Path) -> None:
 def failed_only(seed: int = 0) -> list[dict[str, Any]]:
     """One SYNTHETIC failed run: a report without figures, cheap to build."""
     return [fixture_record("lora", "ladder-4m", "arith", seed, status="failed", error="boom")]
+
+
+def test_skips_invalid_records(tmp_path: Path) -> None:
+    """A record-shaped file the schema rejects, one without a seed and a truncated file are
+    each skipped with a warning naming the file (and the first problem); the report is built
+    from the valid records."""
+    good = failed_only(0) + failed_only(1)
+    results = write_folder(tmp_path / "r", good)
+    exploded = fixture_record("lora", "ladder-4m", "arith", 2) | {"status": "exploded"}
+    (results / "exploded.json").write_text(json.dumps(exploded, indent=1))
+    seedless = fixture_record("lora", "ladder-4m", "arith", 3) | {"seed": None}
+    (results / "seedless.json").write_text(json.dumps(seedless, indent=1))
+    text = json.dumps(fixture_record("lora", "ladder-4m", "arith", 4), indent=1)
+    (results / "truncated.json").write_text(text[: len(text) // 2])
+    (results / "wandb-summary.json").write_text(json.dumps({"_runtime": 3}))  # not a record
+
+    with pytest.warns(UserWarning) as caught:
+        df = load_results(results)
+    messages = [str(w.message) for w in caught]
+    assert any(
+        m.startswith("skipping exploded.json: invalid run record (status:") for m in messages
+    )
+    assert any(m.startswith("skipping seedless.json: invalid run record (seed:") for m in messages)
+    assert any(m.startswith("skipping unreadable truncated.json:") for m in messages)
+    assert "skipping wandb-summary.json: not a run record" in messages
+    assert sorted(df["run_id"]) == sorted(r["run_id"] for r in good)
+
+    with pytest.warns(UserWarning) as caught:
+        out = build_report(results, tmp_path / "out")
+    assert sum(str(w.message).startswith("skipping ") for w in caught) == 4
+    (board,) = read_csv(out / "tables" / "leaderboard.csv")
+    assert (board["method"], board["n"], board["n_failed"]) == ("lora", "0", "2")
 
 
 def test_replaces_only_reports(tmp_path: Path) -> None:
@@ -705,11 +771,14 @@ def test_chromium_renders_report(built: tuple[Path, Path, Path], tmp_path: Path)
     assert [u for u in fetched if not u.startswith("data:")] == [page.as_uri()]
 
 
-def _eval_timing(before_general: float, after_general: float, inference: float) -> dict[str, Any]:
+def _eval_timing(
+    before_general: float, after_general: float, inference: float, *, cached: bool = True
+) -> dict[str, Any]:
     """A record's `timing`: task quality 20 s / 8 s and validation loss 10 s / 4 s (before /
     after) beside the given general-metric and inference seconds."""
     return {
         "before_eval_s": before_general + 30.0,
+        "before_cached": cached,
         "before_parts": {"quality_s": 20.0, "val_loss_s": 10.0, "general_s": before_general},
         "after_eval_s": after_general + 12.0,
         "after_parts": {"quality_s": 8.0, "val_loss_s": 4.0, "general_s": after_general},
@@ -723,7 +792,9 @@ def test_eval_cost_hand_worked(tmp_path: Path) -> None:
     recs = [
         fixture_record("full", "ladder-4m", "arith", 0, timing=_eval_timing(100.0, 90.0, 10.0)),
         fixture_record("lora", "ladder-4m", "arith", 0, timing=_eval_timing(100.0, 70.0, 6.0)),
-        fixture_record("qlora", "ladder-4m", "arith", 0, timing=_eval_timing(80.0, 60.0, 4.0)),
+        fixture_record(
+            "qlora", "ladder-4m", "arith", 0, timing=_eval_timing(80.0, 60.0, 4.0, cached=False)
+        ),
         fixture_record("freeze", "ladder-4m", "arith", 0),  # an older record: no split
     ]
     for r, train_s in zip(recs, (300.0, 200.0, 400.0, 50.0), strict=True):
@@ -760,3 +831,89 @@ def test_eval_cost_shares_base_evaluation_by_before_key(tmp_path: Path) -> None:
     assert float(rows["lora"]["task_eval_s"]) == pytest.approx(12 + 30 / 2)
     assert float(rows["qlora"]["general_s"]) == pytest.approx(160.0)
     assert float(rows["qlora"]["general_over_train"]) == pytest.approx(0.4)
+
+
+# ------------------------------------------------------------------ labels and record keys
+
+
+def _labelled(label: str, seed: int, lr: float = 1e-4, *, after: float = 0.3) -> dict[str, Any]:
+    """A SYNTHETIC record of one method setting (``label``) in ladder-4m x arith."""
+    method = label.split(":", 1)[0]
+    timing = _eval_timing(100.0, 90.0, 10.0)
+    rec = fixture_record(method, "ladder-4m", "arith", seed, lr=lr, label=label, timing=timing)
+    rec["run_id"] = f"{label.replace(':', '-')}-s{seed}-lr{lr:g}"
+    rec["quality"]["after"] = after + 0.01 * seed
+    return rec
+
+
+def test_variants_of_one_method_are_distinct_rows(tmp_path: Path) -> None:
+    # Two settings of one method in one (model, task, seed) cell: two rows, no selection.
+    recs = [_labelled(v, s, after=a) for v, a in (("freeze:mlp-2", 0.3), ("freeze:all-4", 0.5))
+            for s in (0, 1)]  # fmt: skip
+    # Two learning rates of one label: still reduced to the validation-selected run.
+    for s in (0, 1):
+        recs.append(_labelled("lora", s, 1e-4, after=0.2))
+        worse = _labelled("lora", s, 1e-3, after=0.9)  # better test score, worse validation
+        worse["quality"]["val_loss_after"] = 9.0
+        recs.append(worse)
+    out = build_report(write_folder(tmp_path / "r", recs), tmp_path / "out")
+
+    board = read_csv(out / "tables" / "leaderboard.csv")
+    assert [(r["method"], r["n"]) for r in board] == [
+        ("freeze:all-4", "2"),
+        ("freeze:mlp-2", "2"),
+        ("lora", "2"),
+    ]
+    by = {r["method"]: r for r in board}
+    assert float(by["freeze:all-4"]["quality_after_mean"]) == pytest.approx(0.505)
+    assert float(by["freeze:mlp-2"]["quality_after_mean"]) == pytest.approx(0.305)
+    assert float(by["lora"]["quality_after_mean"]) == pytest.approx(0.205)  # lr 1e-4 kept
+    cell = read_csv(out / "tables" / "leaderboard__ladder-4m__arith.csv")
+    assert [r["method"] for r in cell] == ["freeze:all-4", "freeze:mlp-2", "lora"]
+    for name in ("repetition", "hallucination", "probes", "eval_cost"):
+        rows = read_csv(out / "tables" / f"{name}.csv")
+        assert [r["method"] for r in rows] == ["freeze:all-4", "freeze:mlp-2", "lora"], name
+    selection = read_csv(out / "tables" / "selection.csv")
+    assert {(r["method"], r["lr"], r["selected"]) for r in selection} == {
+        ("lora", "0.0001", "True"),
+        ("lora", "0.001", "False"),
+    }
+    runs = read_csv(out / "tables" / "runs.csv")
+    assert sorted({r["method"] for r in runs}) == ["freeze:all-4", "freeze:mlp-2", "lora"]
+    assert sum(r["selected"] == "True" for r in runs) == 6
+    md = (out / "report.md").read_text()
+    assert md.count("- freeze:") == 2 and "Partial fine-tuning" in md  # one note per label
+
+
+def test_label_falls_back_to_method() -> None:
+    old = fixture_record("lora", "ladder-4m", "arith", 0)
+    new = fixture_record("lora", "ladder-4m", "arith", 0, label="lora:r8", run_id="new")
+    d = prepare(frame_of([old, new]))
+    assert d.labels == ["lora", "lora:r8"]
+    assert len(d.ok) == 2 and d.candidates.empty
+
+
+def test_lr_written_keys() -> None:
+    rec = fixture_record("lora", "ladder-4m", "arith", 0, lr=3e-4)
+    row = frame_of([rec]).iloc[0]
+    assert lr_of(row) == "0.0003"  # the record's train.lr
+    del rec["train"]["lr"]
+    assert lr_of(frame_of([rec]).iloc[0]) == "0.0003"  # config.train.lr overrides method.lr
+    rec["config"]["train"] = {"lr": None}
+    assert lr_of(frame_of([rec]).iloc[0]) == "0.0001"  # the method's default
+    rec["config"] = {"optim": {"lr": 0.5}}  # no such block in the config
+    assert lr_of(frame_of([rec]).iloc[0]) == "–"
+
+
+def test_sizes_and_merged_from_written_keys(tmp_path: Path) -> None:
+    rec = fixture_record("lora", "ladder-4m", "arith", 0)
+    rec["model_info"]["non_embedding_params"] = None
+    rec["inference"]["merged"] = {"tokens_per_s": 80.0, "latency_ms": 10.0}
+    df = frame_of([rec])
+    assert df["model_size"].iloc[0] == MODELS["ladder-4m"] + 1_000_000  # total_params
+    assert df["model_size_source"].iloc[0] == "total parameters"
+    out = build_report(write_folder(tmp_path / "r", [rec]), tmp_path / "out")
+    (board,) = read_csv(out / "tables" / "leaderboard.csv")
+    assert float(board["merged_tokens_per_s_mean"]) == 80.0
+    (data,) = read_csv(out / "tables" / "data.csv")
+    assert (data["n_train"], data["n_val"], data["n_test"]) == ("400", "50", "50")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import STATUSES, run_id
+from bench.record import STATUSES
+from bench.results import run_id
 from bench.run import run_one
 from tests.conftest import METHODS, tiny_cfg
 
@@ -65,12 +66,12 @@ def test_three_steps_write_a_record(name: str, tmp_path: Path) -> None:
 
 
 def test_failure_writes_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import bench.train
+    import bench.fit
 
     def broken(*a: object, **k: object) -> None:
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(bench.train, "train", broken)
+    monkeypatch.setattr(bench.fit, "train", broken)
     cfg = tiny_cfg("lora", tmp_path)
     rec = run_one(cfg)
     assert rec["status"] == "failed" and "injected failure" in rec["error"]

@@ -81,7 +81,7 @@ def records(folder: Path) -> dict[str, dict]:
 
 def test_resume_and_failure_isolation(tmp_path: Path) -> None:
     methods = "method=lora,full,prompt_tuning"
-    p = sweep(tmp_path, methods, env={"BENCH_INJECT_FAILURE": "full"})
+    p = sweep(tmp_path, methods, env={"BENCH_METHOD_PLUGINS": "tests.fault_methods"})
     out, _ = p.communicate(timeout=600)
     recs = records(tmp_path / "smoke")
     assert len(recs) == 3, out

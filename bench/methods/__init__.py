@@ -1,41 +1,140 @@
 """Fine-tuning methods: one module per method, registered under its Hydra option name.
 
-A method is a small builder (see :class:`Method`). Its quirks (layer selection, quantized
-loading, prefix caches) stay in its module; the shared training loop never branches on names.
+A method is a small builder (see :class:`Method`). Everything that differs between methods lives
+in its module: its typed config, how the base is loaded (4-bit for QLoRA), what part of the base
+evaluation depends on that, the optimizer, generation caveats, its report label, order and note.
+Code outside this package asks the registry and never names a method or a peft type.
+
+Users (and the tests) can register more methods from their own modules: list them in
+``BENCH_METHOD_PLUGINS`` (comma-separated module names); isolated run processes inherit it.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, PositiveFloat, ValidationError
 
 from bench.models import ModelInfo
+
+PLUGINS_ENV = "BENCH_METHOD_PLUGINS"
 
 
 class ConfigError(ValueError):
     """A bad configuration value, raised before any model is loaded."""
 
 
-class Method(Protocol):
+def require(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+_BOUNDS = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+}
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    """One pydantic error as `must be > 0, got 0` / `got 'x'; valid: 'a' or 'b'`."""
+    kind, got, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"must be {_BOUNDS[kind]} {bound}, got {got!r}"
+    if kind == "literal_error":
+        return f"got {got!r}; valid: {ctx.get('expected')}"
+    return f"{err['msg']}, got {got!r}"
+
+
+def parse_config(schema: type[BaseModel], cfg: Mapping[str, Any], where: str) -> Any:
+    """``cfg`` checked against ``schema``; ConfigError names every bad key and its valid values."""
+    try:
+        return schema.model_validate(dict(cfg))
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            path = [str(p) for p in err["loc"] if not isinstance(p, int)]
+            key = ".".join([where, *path] if where else path)
+            line = f"{key}: {_describe(err)}"
+            if err["type"] == "extra_forbidden":
+                line += f"; valid keys: {sorted(schema.model_fields)}"
+            lines.append(line)
+        raise ConfigError("; ".join(lines)) from None
+
+
+class Strict(BaseModel):
+    """Config schema base: unknown keys are errors, and ints are not silently made of strings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class MethodConfig(Strict):
+    """Keys every method has. The YAML in conf/method/ holds the values and their comments."""
+
     name: str
+    lr: PositiveFloat
+    lr_grid: list[PositiveFloat]
+
+
+class Method:
+    """Defaults shared by all methods; a method module overrides what differs."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    order: ClassVar[int] = 100  # position in report tables and figures
+    note: ClassVar[str] = ""  # the report's method note
+    wants_tokenizer: ClassVar[bool] = False  # apply() needs the model's tokenizer folder
+    swept: ClassVar[bool] = True  # in every method sweep (False: needs settings of its own)
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
         """Raise ConfigError naming the key and the valid choices."""
+        self.parse(cfg)
+
+    def parse(self, cfg: Mapping[str, Any]) -> Any:
+        return parse_config(self.Config, cfg, "method")
+
+    def label(self, cfg: Mapping[str, Any]) -> str:
+        """Short name of this setting in reports; settings that are distinct rows differ here."""
+        return self.name
 
     def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
         """Extra `from_pretrained` kwargs (e.g. a 4-bit quantization config)."""
+        return {}
 
-    def apply(self, model: Any, cfg: Mapping[str, Any]) -> Any:
+    def base_key(self, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The method settings the *base* model's measurements depend on (how it is loaded)."""
+        return None
+
+    def apply(self, model: Any, cfg: Mapping[str, Any], tokenizer_dir: str | None = None) -> Any:
         """Return the model to train, with exactly the method's parameters trainable."""
+        raise NotImplementedError
+
+    def optimizer(self, device: str) -> str:
+        """The optimizer `train.optimizer=auto` resolves to."""
+        return "adamw"
+
+    def pads_unsafely(self, model: Any) -> bool:
+        """True if batched generation with left padding would shift this model's positions."""
+        return False
 
     def inference_extra_params(self, model: Any) -> int:
         """Parameters needed at inference on top of the base model (encoders dropped)."""
+        return 0
 
     def save(self, model: Any, out: Path) -> int:
         """Save what a user would ship (adapter or weights); return its size in bytes."""
+        raise NotImplementedError
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -50,6 +149,8 @@ def _import_all() -> None:
     for mod in pkgutil.iter_modules(__path__):
         if not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")
+    for name in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
+        importlib.import_module(name.strip())
 
 
 def names() -> list[str]:
@@ -57,17 +158,61 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def swept() -> list[str]:
+    """The methods every method sweep runs, in report order (conf/sweep/*.yaml list these)."""
+    _import_all()
+    return sorted((n for n, m in _REGISTRY.items() if m.swept), key=lambda n: rank(n))
+
+
 def get(name: str) -> Method:
     _import_all()
     if name not in _REGISTRY:
-        raise ConfigError(f"method.name={name!r} is not a registered method; valid: {names()}")
+        raise ConfigError(f"method.name: {name!r} is not a registered method; valid: {names()}")
     return _REGISTRY[name]
+
+
+def _base(label: str) -> Method | None:
+    _import_all()
+    return _REGISTRY.get(label.split(":", 1)[0])
+
+
+def rank(label: str) -> tuple[int, str]:
+    """Report sort key of a method label: the methods' own order, then alphabetical."""
+    m = _base(label)
+    return (m.order if m else 1000), label
+
+
+def note(label: str) -> str | None:
+    m = _base(label)
+    return m.note if m and m.note else None
+
+
+def pads_unsafely(model: Any) -> bool:
+    """Whether any registered method says left-padded generation is wrong for this model."""
+    _import_all()
+    return any(m.pads_unsafely(model) for m in _REGISTRY.values())
 
 
 def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
-def require(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {msg}")
+def load_and_apply(
+    model_cfg: Mapping[str, Any],
+    method_cfg: Mapping[str, Any],
+    *,
+    device: str,
+    dtype: Any,
+    before_apply: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Any, Method]:
+    """The one way to get a trainable model: load the base as the method wants, then apply it.
+    `before_apply` sees the loaded base (e.g. to count its parameters)."""
+    from bench import models
+
+    method = get(method_cfg["name"])
+    kw = method.load_kwargs(method_cfg, device)
+    model, tok = models.load(model_cfg, dtype=dtype, device=device, extra_kwargs=kw)
+    if before_apply:
+        before_apply(model)
+    tok_dir = str(models.model_dir(model_cfg)) if method.wants_tokenizer else None
+    return method.apply(model, method_cfg, tok_dir), tok, method

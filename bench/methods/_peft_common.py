@@ -4,30 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from bench.methods import dir_bytes, require
+from pydantic import PositiveInt
+
+from bench.methods import Method, MethodConfig, dir_bytes, require
 from bench.models import ModelInfo
 
 
-class PeftMethod:
+class PeftMethod(Method):
     """Base for methods that wrap the model with a peft config built by `peft_config`."""
 
-    name = "peft-base"
-
-    def peft_config(self, cfg: Mapping[str, Any]) -> Any:
+    def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
         raise NotImplementedError
 
-    def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        pass
-
-    def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
-        return {}
-
-    def apply(self, model: Any, cfg: Mapping[str, Any]) -> Any:
+    def apply(self, model: Any, cfg: Mapping[str, Any], tokenizer_dir: str | None = None) -> Any:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config(cfg))
+        return get_peft_model(model, self.peft_config(cfg, tokenizer_dir))
 
     def inference_extra_params(self, model: Any) -> int:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -37,19 +31,35 @@ class PeftMethod:
         return dir_bytes(out)
 
 
-def check_virtual_tokens(cfg: Mapping[str, Any]) -> None:
-    n = cfg.get("num_virtual_tokens")
-    require(
-        isinstance(n, int) and n > 0, "method.num_virtual_tokens", f"must be an int > 0, got {n!r}"
-    )
+def active_peft_type(model: Any) -> str | None:
+    """The peft type name of a model's active adapter (None for a plain model)."""
+    cfg = getattr(model, "active_peft_config", None)
+    if cfg is None:
+        return None
+    return str(getattr(cfg.peft_type, "value", cfg.peft_type))
+
+
+class VirtualTokensConfig(MethodConfig):
+    num_virtual_tokens: PositiveInt
+
+
+class LoraSettings(MethodConfig):
+    """LoRA's keys (QLoRA composes the same YAML, so it shares this schema)."""
+
+    r: PositiveInt
+    alpha: float
+    dropout: float
+    target_modules: list[str] | Literal["all-linear"]
+    init: Literal["kaiming", "gaussian"]
+    rslora: bool
 
 
 def check_targets(cfg: Mapping[str, Any], info: ModelInfo, key: str = "target_modules") -> None:
     t = cfg.get(key)
-    if t in ("all-linear",):
+    if t == "all-linear":
         return
     require(
-        isinstance(t, (list, tuple)) and len(t) > 0,
+        isinstance(t, list | tuple) and len(t) > 0,
         f"method.{key}",
         f"must be a non-empty list or 'all-linear'; valid names: {list(info.module_names)}",
     )

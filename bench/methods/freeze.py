@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from bench.methods import register, require
+from pydantic import StrictInt
+
+from bench.methods import Method, MethodConfig, register, require
 from bench.models import ModelInfo
-
-MODULES = ("all", "mlp", "self_attn")
 
 
 def selected_layers(k: int, num_layers: int) -> list[int]:
@@ -44,38 +44,51 @@ def sub_module(block: Any, cfg: Mapping[str, Any]) -> Any:
     )
 
 
-class Freeze:
+class FreezeConfig(MethodConfig):
+    trainable_layers: StrictInt
+    trainable_modules: Literal["all", "mlp", "self_attn"]
+    train_embeddings: bool
+    train_lm_head: bool
+
+
+class Freeze(Method):
     name = "freeze"
+    Config = FreezeConfig
+    order = 1
+    note = (
+        "Partial fine-tuning: only selected transformer blocks train (the last k, or the first "
+        "k when k is negative), optionally only their MLP or attention modules and optionally "
+        "the embeddings or LM head; everything else is frozen. No extra inference parameters."
+    )
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        k = cfg.get("trainable_layers")
+        k = self.parse(cfg).trainable_layers
         n = info.num_layers
         require(
-            isinstance(k, int) and k != 0 and abs(k) <= n,
+            k != 0 and abs(k) <= n,
             "method.trainable_layers",
             f"got {k!r}; valid: 1..{n} (last k blocks) or -1..-{n} (first k); model has {n} layers",
         )
-        m = cfg.get("trainable_modules")
-        require(m in MODULES, "method.trainable_modules", f"got {m!r}; valid: {list(MODULES)}")
 
-    def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
-        return {}
+    def label(self, cfg: Mapping[str, Any]) -> str:
+        """`freeze:mlp-2` = the MLPs of the last 2 blocks (`-2`: the first 2), `+emb`/`+head`."""
+        extra = ("+emb" if cfg["train_embeddings"] else "") + (
+            "+head" if cfg["train_lm_head"] else ""
+        )
+        return f"freeze:{cfg['trainable_modules']}-{cfg['trainable_layers']}{extra}"
 
-    def apply(self, model: Any, cfg: Mapping[str, Any]) -> Any:
+    def apply(self, model: Any, cfg: Mapping[str, Any], tokenizer_dir: str | None = None) -> Any:
         model.requires_grad_(False)
         layers = decoder_layers(model)
         for i in selected_layers(cfg["trainable_layers"], len(layers)):
             block = layers[i]
             target = block if cfg["trainable_modules"] == "all" else sub_module(block, cfg)
             target.requires_grad_(True)
-        if cfg.get("train_embeddings"):
+        if cfg["train_embeddings"]:
             model.get_input_embeddings().requires_grad_(True)
-        if cfg.get("train_lm_head"):  # tied embeddings make this train the embeddings too
+        if cfg["train_lm_head"]:  # tied embeddings make this train the embeddings too
             model.get_output_embeddings().requires_grad_(True)
         return model
-
-    def inference_extra_params(self, model: Any) -> int:
-        return 0
 
     def save(self, model: Any, out: Path) -> int:
         from safetensors.torch import save_file

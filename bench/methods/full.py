@@ -6,25 +6,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.methods import dir_bytes, register
-from bench.models import ModelInfo
+from bench.methods import Method, dir_bytes, register
 
 
-class Full:
+class Full(Method):
     name = "full"
+    order = 0
+    note = (
+        "Full fine-tuning: every parameter is trained. The reference for quality and the upper "
+        "bound on memory (weights, gradients and two AdamW moments for every parameter)."
+    )
 
-    def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        pass
-
-    def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
-        return {}
-
-    def apply(self, model: Any, cfg: Mapping[str, Any]) -> Any:
+    def apply(self, model: Any, cfg: Mapping[str, Any], tokenizer_dir: str | None = None) -> Any:
         model.requires_grad_(True)
         return model
-
-    def inference_extra_params(self, model: Any) -> int:
-        return 0  # a new copy of the weights, but no extra parameters
 
     def save(self, model: Any, out: Path) -> int:
         model.save_pretrained(out)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.methods import register, require
-from bench.methods._peft_common import PeftMethod, check_targets
+from bench.methods._peft_common import LoraSettings, PeftMethod, check_targets
 from bench.models import ModelInfo
 
 INITS = {"kaiming": True, "gaussian": "gaussian"}  # peft `init_lora_weights` values
@@ -20,34 +20,34 @@ def lora_config(cfg: Mapping[str, Any]) -> Any:
         r=cfg["r"],
         lora_alpha=cfg["alpha"],
         lora_dropout=cfg["dropout"],
-        target_modules=cfg["target_modules"]
-        if cfg["target_modules"] != "all-linear"
-        else "all-linear",
+        target_modules=cfg["target_modules"],
         init_lora_weights=INITS[cfg["init"]],
-        use_rslora=cfg.get("rslora", False),
+        use_rslora=cfg["rslora"],
         bias="none",
     )
 
 
-def check_lora(cfg: Mapping[str, Any], info: ModelInfo) -> None:
-    r = cfg.get("r")
-    require(isinstance(r, int) and r > 0, "method.r", f"must be an int > 0, got {r!r}")
-    require(cfg.get("alpha", 0) > 0, "method.alpha", f"must be > 0, got {cfg.get('alpha')!r}")
-    d = cfg.get("dropout", 0.0)
-    require(0.0 <= d < 1.0, "method.dropout", f"must be in [0, 1), got {d!r}")
-    require(
-        cfg.get("init") in INITS, "method.init", f"got {cfg.get('init')!r}; valid: {list(INITS)}"
-    )
+def check_lora(s: LoraSettings, cfg: Mapping[str, Any], info: ModelInfo) -> None:
+    require(s.alpha > 0, "method.alpha", f"must be > 0, got {s.alpha!r}")
+    require(0.0 <= s.dropout < 1.0, "method.dropout", f"must be in [0, 1), got {s.dropout!r}")
     check_targets(cfg, info)
 
 
 class LoRA(PeftMethod):
     name = "lora"
+    Config = LoraSettings
+    order = 6
+    note = (
+        "LoRA (Hu et al., 2021): the frozen weight W gets a low-rank update "
+        "W' = W + (alpha/r)·B·A with A random and B zero, so training starts exactly at the "
+        "base model (rsLoRA scales by alpha/sqrt(r)). Can be merged into W, leaving no "
+        "inference overhead."
+    )
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        check_lora(cfg, info)
+        check_lora(self.parse(cfg), cfg, info)
 
-    def peft_config(self, cfg: Mapping[str, Any]) -> Any:
+    def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
         return lora_config(cfg)
 
 

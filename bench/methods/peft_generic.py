@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bench.methods import register, require
+from bench.methods import MethodConfig, register, require
 from bench.methods._peft_common import PeftMethod
 from bench.models import ModelInfo
 
@@ -22,18 +22,32 @@ def _config_classes() -> dict[str, Any]:
     }
 
 
+class GenericPeftConfig(MethodConfig):
+    peft_type: str
+    kwargs: dict[str, Any] | None
+
+
 class GenericPeft(PeftMethod):
     name = "peft"
+    Config = GenericPeftConfig
+    order = 8
+    swept = False  # a peft type and its kwargs must be chosen first
+    note = (
+        "Generic peft method: any other peft configuration type (IA3, AdaLoRA, DoRA, LoHa, "
+        "...) built from its config type and keyword arguments; see the run config for which."
+    )
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        t = cfg.get("peft_type")
+        t = self.parse(cfg).peft_type
         valid = sorted(_config_classes())
         require(t in valid, "method.peft_type", f"got {t!r}; valid: {valid}")
-        require(isinstance(cfg.get("kwargs") or {}, Mapping), "method.kwargs", "must be a mapping")
 
-    def peft_config(self, cfg: Mapping[str, Any]) -> Any:
+    def label(self, cfg: Mapping[str, Any]) -> str:
+        return f"peft:{cfg['peft_type']}"
+
+    def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
         cls = _config_classes()[cfg["peft_type"]]
-        return cls(task_type="CAUSAL_LM", **dict(cfg.get("kwargs") or {}))
+        return cls(task_type="CAUSAL_LM", **dict(cfg["kwargs"] or {}))
 
 
 register(GenericPeft())

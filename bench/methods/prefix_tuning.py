@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bench.methods import register, require
-from bench.methods._peft_common import PeftMethod, check_virtual_tokens
-from bench.models import ModelInfo
+from pydantic import PositiveInt
+
+from bench.methods import register
+from bench.methods._peft_common import PeftMethod, VirtualTokensConfig
 
 
 def prefix_params(model: Any) -> int:
@@ -18,21 +19,22 @@ def prefix_params(model: Any) -> int:
     return pc.num_virtual_tokens * pc.num_layers * 2 * pc.token_dim
 
 
+class PrefixTuningConfig(VirtualTokensConfig):
+    encoder_hidden_size: PositiveInt  # width of the reparameterization MLP
+
+
 class PrefixTuning(PeftMethod):
     name = "prefix_tuning"
+    Config = PrefixTuningConfig
+    order = 4
+    note = (
+        "Prefix tuning (Li and Liang, 2021): learnable key/value prefixes at every attention "
+        "layer, reparameterised through an MLP during training for stability; after training "
+        "only the prefixes are kept."
+    )
     projection = True
 
-    def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        check_virtual_tokens(cfg)
-        if self.projection:
-            h = cfg.get("encoder_hidden_size")
-            require(
-                isinstance(h, int) and h > 0,
-                "method.encoder_hidden_size",
-                f"must be > 0, got {h!r}",
-            )
-
-    def peft_config(self, cfg: Mapping[str, Any]) -> Any:
+    def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
         from peft import PrefixTuningConfig
 
         kwargs: dict[str, Any] = {}

@@ -3,37 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from bench.methods import register, require
-from bench.methods._peft_common import PeftMethod, check_virtual_tokens
+from bench.methods._peft_common import PeftMethod, VirtualTokensConfig, active_peft_type
 from bench.models import ModelInfo
 
-INITS = ("random", "text")
+
+class PromptTuningConfig(VirtualTokensConfig):
+    init: Literal["random", "text"]
+    init_text: str | None
+
+
+def drops_position_ids(model: Any) -> bool:
+    """peft prompt tuning / P-tuning drop position_ids, so left padding would sit between the
+    virtual tokens and the prompt and shift the prompt's positions: batch equal lengths only.
+    (Prefix tuning offsets position_ids itself and pads safely.)"""
+    return active_peft_type(model) in ("PROMPT_TUNING", "P_TUNING")
 
 
 class PromptTuning(PeftMethod):
     name = "prompt_tuning"
+    Config = PromptTuningConfig
+    order = 2
+    note = (
+        "Prompt tuning (Lester et al., 2021): a soft prompt of learnable virtual-token "
+        "embeddings is prepended to the input of the frozen model; initialised randomly or from "
+        "the embeddings of a text. Only the prompt is trained and stored."
+    )
+    wants_tokenizer = True  # text init tokenizes init_text
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        check_virtual_tokens(cfg)
-        init = cfg.get("init")
-        require(init in INITS, "method.init", f"got {init!r}; valid: {list(INITS)}")
-        if init == "text":
-            require(bool(cfg.get("init_text")), "method.init_text", "required when init=text")
+        s = self.parse(cfg)
+        if s.init == "text":
+            require(bool(s.init_text), "method.init_text", "required when init=text")
 
-    def apply(self, model: Any, cfg: Mapping[str, Any]) -> Any:
-        from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+    def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
+        from peft import PromptTuningConfig, PromptTuningInit
 
         text = cfg["init"] == "text"
-        pc = PromptTuningConfig(
+        return PromptTuningConfig(
             task_type="CAUSAL_LM",
             num_virtual_tokens=cfg["num_virtual_tokens"],
             prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
-            prompt_tuning_init_text=cfg.get("init_text") if text else None,
-            tokenizer_name_or_path=cfg.get("_tokenizer_path") if text else None,
+            prompt_tuning_init_text=cfg["init_text"] if text else None,
+            tokenizer_name_or_path=tokenizer_dir if text else None,
         )
-        return get_peft_model(model, pc)
+
+    def pads_unsafely(self, model: Any) -> bool:
+        return drops_position_ids(model)
 
 
 register(PromptTuning())

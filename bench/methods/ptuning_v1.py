@@ -5,28 +5,36 @@ embeddings, so the inference cost is num_virtual_tokens x hidden."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from bench.methods import register, require
-from bench.methods._peft_common import PeftMethod, check_virtual_tokens
-from bench.models import ModelInfo
+from pydantic import NonNegativeFloat, PositiveInt
+
+from bench.methods import register
+from bench.methods._peft_common import PeftMethod, VirtualTokensConfig
+from bench.methods.prompt_tuning import drops_position_ids
 
 ENCODERS = {"mlp": "MLP", "lstm": "LSTM"}
 
 
+class PTuningV1Config(VirtualTokensConfig):
+    encoder: Literal["mlp", "lstm"]
+    encoder_hidden_size: PositiveInt
+    encoder_num_layers: PositiveInt
+    encoder_dropout: NonNegativeFloat
+
+
 class PTuningV1(PeftMethod):
     name = "ptuning_v1"
+    Config = PTuningV1Config
+    order = 3
+    note = (
+        "P-tuning (Liu et al., 2021, 'GPT Understands, Too'): the virtual-token embeddings are "
+        "produced by a prompt encoder (MLP or LSTM) and enter at the input layer only; the "
+        "encoder is discarded after training. A parameter-efficient method, not a "
+        "learning-rate schedule."
+    )
 
-    def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        check_virtual_tokens(cfg)
-        e = cfg.get("encoder")
-        require(e in ENCODERS, "method.encoder", f"got {e!r}; valid: {list(ENCODERS)}")
-        h = cfg.get("encoder_hidden_size")
-        require(
-            isinstance(h, int) and h > 0, "method.encoder_hidden_size", f"must be > 0, got {h!r}"
-        )
-
-    def peft_config(self, cfg: Mapping[str, Any]) -> Any:
+    def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
         from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
 
         return PromptEncoderConfig(
@@ -36,9 +44,12 @@ class PTuningV1(PeftMethod):
                 ENCODERS[cfg["encoder"]]
             ],
             encoder_hidden_size=cfg["encoder_hidden_size"],
-            encoder_num_layers=cfg.get("encoder_num_layers", 2),
-            encoder_dropout=cfg.get("encoder_dropout", 0.0),
+            encoder_num_layers=cfg["encoder_num_layers"],
+            encoder_dropout=cfg["encoder_dropout"],
         )
+
+    def pads_unsafely(self, model: Any) -> bool:
+        return drops_position_ids(model)
 
     def inference_extra_params(self, model: Any) -> int:
         return model.peft_config["default"].num_virtual_tokens * model.config.hidden_size

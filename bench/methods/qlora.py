@@ -1,44 +1,51 @@
 """QLoRA (Dettmers et al. 2023): LoRA on a frozen base quantized to 4-bit NF4 (bitsandbytes).
 
 Only the base weights are quantized; the LoRA adapters stay in 16/32-bit. Paged AdamW is used
-where CUDA exists (the training loop asks `optimizer_name`)."""
+where CUDA exists. conf/method/qlora.yaml composes lora.yaml, so the LoRA keys are shared."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
-from bench.methods import register, require
-from bench.methods._peft_common import PeftMethod
+from bench.methods import register
+from bench.methods._peft_common import LoraSettings, PeftMethod
 from bench.methods.lora import check_lora, lora_config
 from bench.models import ModelInfo
 
-QUANT_TYPES = ("nf4", "fp4")
-COMPUTE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANT_KEYS = ("quant_type", "double_quant", "compute_dtype")  # what the loaded base depends on
+
+
+class QLoRAConfig(LoraSettings):
+    quant_type: Literal["nf4", "fp4"]
+    double_quant: bool
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"]
+    gradient_checkpointing: bool
 
 
 class QLoRA(PeftMethod):
     name = "qlora"
+    Config = QLoRAConfig
+    order = 7
+    note = (
+        "QLoRA (Dettmers et al., 2023): LoRA on all linear layers of a frozen base quantized "
+        "to 4-bit NormalFloat (NF4) with double quantization of the scales; matmuls run in "
+        "the 16-bit compute dtype. Only the base is quantized: the LoRA adapters stay in "
+        "16/32-bit. Paged AdamW where CUDA exists."
+    )
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        q = cfg.get("quant_type")
-        require(q in QUANT_TYPES, "method.quant_type", f"got {q!r}; valid: {list(QUANT_TYPES)}")
-        c = cfg.get("compute_dtype")
-        require(
-            c in COMPUTE_DTYPES, "method.compute_dtype", f"got {c!r}; valid: {list(COMPUTE_DTYPES)}"
-        )
-        check_lora(cfg, info)
+        check_lora(self.parse(cfg), cfg, info)
 
     def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
         import torch
         from transformers import BitsAndBytesConfig
 
-        from bench.measure import resolve_precision
+        from bench.precision import resolve_precision
 
         dtype = cfg["compute_dtype"]
-        if dtype == "auto":  # bf16 where it is fast (GPUs, AVX-512-BF16/AMX CPUs), else fp32
+        if dtype == "auto":  # bf16 where the hardware has it (GPUs, AVX-512-BF16/AMX CPUs)
             dtype = "bfloat16" if resolve_precision("auto", device) != "fp32" else "float32"
-
         return {
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
@@ -49,15 +56,18 @@ class QLoRA(PeftMethod):
             )
         }
 
-    def apply(self, model: Any, cfg: Mapping[str, Any]) -> Any:
+    def base_key(self, cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+        return {k: cfg[k] for k in QUANT_KEYS}
+
+    def apply(self, model: Any, cfg: Mapping[str, Any], tokenizer_dir: str | None = None) -> Any:
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.get("gradient_checkpointing", False)
+            model, use_gradient_checkpointing=cfg["gradient_checkpointing"]
         )
         return get_peft_model(model, lora_config(cfg))
 
-    def optimizer_name(self, device: str) -> str:
+    def optimizer(self, device: str) -> str:
         return "paged_adamw_32bit" if device.startswith("cuda") else "adamw"
 
 

@@ -12,10 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.report.content import build_sections
-from bench.report.doc import Table
+from bench.report.doc import Figure, Section, Table
 from bench.report.frame import frame_of, load_records, load_results
 from bench.report.render import markdown, page, table_csv, table_tex
+from bench.report.sections import build_sections
 
 __all__ = ["build_report", "load_results"]
 
@@ -39,23 +39,32 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read
     try:
-        (tmp / "tables").mkdir()
-        (tmp / "figures").mkdir()
-        sections, files = build_sections(df, sweep=sweep, source=source, fig_dir=tmp / "figures")
-        tables = [b for s in sections for b in s.blocks if isinstance(b, Table)] + files
-        for table in tables:
-            (tmp / "tables" / f"{table.name}.csv").write_text(table_csv(table), encoding="utf-8")
-            if table.tex:
-                tex = table_tex(table, source)
-                (tmp / "tables" / f"{table.name}.tex").write_text(tex, encoding="utf-8")
-        title = f"Fine-tuning benchmark: sweep {sweep}"
-        (tmp / "report.md").write_text(markdown(title, sections), encoding="utf-8")
-        (tmp / "index.html").write_text(page(title, sections), encoding="utf-8")
+        sections, files = build_sections(df, sweep=sweep, source=source)
+        _write(tmp, f"Fine-tuning benchmark: sweep {sweep}", sections, files, source)
         _replace(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _write(
+    folder: Path, title: str, sections: list[Section], files: list[Table], source: str
+) -> None:
+    """The one place the report touches the disk: tables, figures, Markdown, HTML."""
+    (folder / "tables").mkdir()
+    (folder / "figures").mkdir()
+    blocks = [b for s in sections for b in s.blocks]
+    for table in [b for b in blocks if isinstance(b, Table)] + files:
+        (folder / "tables" / f"{table.name}.csv").write_text(table_csv(table), encoding="utf-8")
+        if table.tex:
+            tex = table_tex(table, source)
+            (folder / "tables" / f"{table.name}.tex").write_text(tex, encoding="utf-8")
+    for fig in (b for b in blocks if isinstance(b, Figure)):
+        (folder / "figures" / f"{fig.name}.png").write_bytes(fig.png)
+        (folder / "figures" / f"{fig.name}.pdf").write_bytes(fig.pdf)
+    (folder / "report.md").write_text(markdown(title, sections), encoding="utf-8")
+    (folder / "index.html").write_text(page(title, sections), encoding="utf-8")
 
 
 def _check_replaceable(out_dir: Path) -> None:

@@ -46,7 +46,8 @@ class Table:
 class Figure:
     name: str  # file stem under figures/
     caption: str
-    png: bytes = b""
+    png: bytes = b""  # embedded in the HTML and written as figures/<name>.png
+    pdf: bytes = b""  # written as figures/<name>.pdf (vector, for papers)
 
 
 @dataclass

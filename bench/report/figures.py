@@ -1,4 +1,4 @@
-"""Figures (matplotlib object API: no pyplot state, no GUI backend), saved as PNG and PDF.
+"""Figures (matplotlib object API: no pyplot state, no GUI backend), rendered as PNG and PDF.
 
 Output is reproducible: fixed rc parameters (the user's matplotlibrc is ignored), no creation
 date in the PDF, a fixed SVG hash salt.
@@ -10,13 +10,13 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure as MplFigure
 
+from bench.report.doc import Figure
 from bench.report.stats import Stat, pareto_front
 
 DPI = 100  # PNG resolution: keeps the embedded HTML small; the PDF is vector anyway
@@ -78,15 +78,14 @@ def _label_pad(labels: Sequence[str]) -> float:
     return 0.25 + 0.075 * max((len(x) for x in labels), default=4)
 
 
-def save(fig: MplFigure, stem: Path) -> bytes:
-    """Write ``stem.png`` and ``stem.pdf``; return the PNG bytes (for HTML embedding)."""
-    buf = io.BytesIO()
+def figure(name: str, caption: str, fig: MplFigure) -> Figure:
+    """The report block of ``fig``: its PNG (embedded in the HTML) and PDF, rendered in memory
+    (only ``build_report`` writes files)."""
+    png, pdf = io.BytesIO(), io.BytesIO()
     with mpl.rc_context(_RC):  # savefig reads rcParams (dpi, font type, hash salt) at save time
-        fig.savefig(buf, format="png", metadata=_PNG_META)
-        fig.savefig(stem.with_suffix(".pdf"), format="pdf", metadata=_PDF_META)
-    png = buf.getvalue()
-    stem.with_suffix(".png").write_bytes(png)
-    return png
+        fig.savefig(png, format="png", metadata=_PNG_META)
+        fig.savefig(pdf, format="pdf", metadata=_PDF_META)
+    return Figure(name, caption, png.getvalue(), pdf.getvalue())
 
 
 def _empty(ax: Axes, title: str, why: str = "not measured") -> None:

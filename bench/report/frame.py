@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
+
+from bench import record
 
 S, N, F = "string", "Int64", "float64"  # text, count (nullable int), measurement
 KNOWN: dict[str, str] = {
-    "schema_version": S, "run_id": S, "status": S, "error": S, "method": S, "variant": S,
+    "schema_version": S, "run_id": S, "status": S, "error": S, "method": S, "label": S,
     "model": S, "task": S, "seed": N, "sweep": S,
     "budget.kind": S, "budget.steps": N, "budget.tokens": N, "budget.seconds": F,
     "config": "object",
@@ -31,21 +34,23 @@ KNOWN: dict[str, str] = {
     "params.inference_extra": N, "params.adapter_bytes": N,
     "train.steps": N, "train.tokens": N, "train.seconds": F, "train.tokens_per_s": F,
     "train.loss_curve": "object", "train.lr_curve": "object", "train.final_loss": F,
+    "train.lr": F,
     "memory.device": S, "memory.peak_bytes": N, "memory.mean_bytes": N, "memory.p99_bytes": N,
     "quality.metric": S, "quality.before": F, "quality.after": F,
     "quality.val_loss_before": F, "quality.val_loss_after": F, "quality.n_test": N,
     "forgetting.nll_before": F, "forgetting.nll_after": F, "forgetting.nll_delta": F,
     "forgetting.mean_relative_drop": F,
     "inference.tokens_per_s": F, "inference.latency_ms": F,
-    "inference.merged_tokens_per_s": F, "inference.merged_latency_ms": F,
+    "inference.merged.tokens_per_s": F, "inference.merged.latency_ms": F,
     "env.git_sha": S, "env.git_dirty": "boolean", "env.device": S, "env.threads": N,
     "env.hostname_hash": S,
     "started_at": "datetime64[ns, UTC]", "finished_at": "datetime64[ns, UTC]",
     "model_info.name": S, "model_info.non_embedding_params": N, "model_info.total_params": N,
     "model_info.source": S, "model_info.notes": S,
     "task_info.name": S, "task_info.source": S, "task_info.license": S,
-    "task_info.metric": S, "task_info.n_train": N, "task_info.n_val": N,
-    "task_info.n_validation": N, "task_info.n_test": N, "model_info.kind": S,
+    "task_info.metric": S, "task_info.n_train": N, "task_info.n_validation": N,
+    "task_info.n_test": N, "model_info.kind": S,
+    "timing.before_key": S,  # text even where no record has one (records from Record.dump)
 }  # fmt: skip
 OBJECT = [k for k, v in KNOWN.items() if v == "object"]  # kept whole, not flattened
 
@@ -114,20 +119,37 @@ def _column(column: str, values: list[Any], dtype: str) -> pd.Series:
 
 
 def is_record(obj: Any) -> bool:
-    return isinstance(obj, dict) and "run_id" in obj and "status" in obj
+    """Whether decoded JSON is a run record: what ``bench.record.parse`` accepts."""
+    return record.parse(obj) is not None
+
+
+def _first_problem(obj: Any) -> str:
+    """The first reason ``obj`` is not a valid ``Record``, as ``loc: message``."""
+    try:
+        record.Record.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"]) or "record"
+        return f"{loc}: {first['msg']}"
+    return "rejected by bench.record.parse"
 
 
 def load_records(folder: Path) -> list[dict[str, Any]]:
-    """The run records in ``folder`` (``*.json``, not recursive), in file-name order."""
+    """The run records in ``folder`` (``*.json``, not recursive), in file-name order, as the
+    dicts read from disk. A file is a record iff ``bench.record.parse`` accepts it; one with a
+    ``run_id`` that fails validation is skipped with a warning naming its first problem."""
     records = []
     for path in sorted(Path(folder).glob("*.json")):
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             warnings.warn(f"skipping unreadable {path.name}: {exc}", stacklevel=2)
             continue
         if is_record(obj):
             records.append(obj)
+        elif isinstance(obj, Mapping) and "run_id" in obj:
+            problem = _first_problem(obj)
+            warnings.warn(f"skipping {path.name}: invalid run record ({problem})", stacklevel=2)
         else:
             warnings.warn(f"skipping {path.name}: not a run record", stacklevel=2)
     return records
@@ -136,9 +158,7 @@ def load_records(folder: Path) -> list[dict[str, Any]]:
 def frame_of(records: list[Mapping[str, Any]]) -> pd.DataFrame:
     flat = [_flatten(r) for r in records]
     dynamic = sorted({k for f in flat for k in f} - set(KNOWN))
-    columns = [c for c in KNOWN if c not in ("variant",)] + dynamic
-    if any("variant" in f for f in flat):
-        columns.insert(columns.index("method") + 1, "variant")
+    columns = list(KNOWN) + dynamic
     data = {}
     for column in columns:
         values = [f.get(column) for f in flat]
@@ -150,15 +170,12 @@ def frame_of(records: list[Mapping[str, Any]]) -> pd.DataFrame:
 
 def _model_size(df: pd.DataFrame) -> None:
     """``model_size`` for scaling plots, and which count it is (``model_size_source``):
-    non-embedding parameters (Kaplan et al.) where recorded, else total parameters, else the
-    parameter count of the model's full / freeze runs (those count exactly the base model)."""
+    non-embedding parameters (Kaplan et al.) where recorded, else the base model's total
+    parameters (``model_info.total_params``, counted before the method is applied)."""
     non_emb = df["model_info.non_embedding_params"].astype("float64")
     total = df["model_info.total_params"].astype("float64")
-    base = df["params.total"].astype("float64").where(df["method"].isin(["full", "freeze"]))
-    from_runs = df["model"].map(base.groupby(df["model"]).max())
-    df["model_size"] = non_emb.fillna(total).fillna(from_runs.astype("float64"))
+    df["model_size"] = non_emb.fillna(total)
     source = pd.Series(pd.NA, index=df.index, dtype="string")
-    source = source.mask(from_runs.notna(), "total parameters, from full/freeze runs")
     source = source.mask(total.notna(), "total parameters")
     df["model_size_source"] = source.mask(non_emb.notna(), "non-embedding parameters")
 

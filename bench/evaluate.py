@@ -1,0 +1,157 @@
+"""Before/after evaluation of one model state, the base evaluation's cache, and the record blocks
+built from the two.
+
+A state is measured by: test-set generation scored by the task metric, validation loss, and the
+general-ability metrics of `eval` (forgetting NLL and probes, repetition, hallucination). The
+base model ("before") depends only on model, task, eval settings, precision and how the method
+loads the base (`Method.base_key`), so it is computed once per cell and cached beside the records.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import measure, models
+from bench.config import Checked
+from bench.methods import Method
+from bench.results import config_hash, read_record, write_json_atomic
+from bench.train import Encoded, encode, eval_loss
+
+
+def encoded(task: Any, tok: Any, split: str, seq_len: int) -> list[Encoded]:
+    return [encode(e, tok, seq_len) for e in task.splits[split]]
+
+
+def _quality(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any]:
+    from bench.generate import generate_text
+
+    test = task.splits["test"]
+    preds = generate_text(
+        model,
+        tok,
+        [e.prompt for e in test],
+        max_new_tokens=task.max_new_tokens,
+        batch_size=c.train.eval_batch_size,
+        precision=c.raw["precision"],
+        device=c.device,
+        stop_at_newline=True,
+    )
+    refs = [getattr(e, "references", None) or e.answer for e in test]  # multi-reference QA
+    scores = [task.score(p, r) for p, r in zip(preds, refs, strict=True)]
+    out: dict[str, Any] = {"score": sum(scores) / len(scores), "scores": scores}
+    out["examples"] = preds[:5]
+    for name, fn in (task.info.get("extra_scores") or {}).items():
+        out[name] = sum(fn(p, r) for p, r in zip(preds, refs, strict=True)) / len(test)
+    return out
+
+
+def evaluate_state(
+    model: Any, tok: Any, task: Any, val: Sequence[Encoded], c: Checked
+) -> dict[str, Any]:
+    """Everything measured on one state of the model, with wall seconds per part."""
+    from bench.metrics.general import evaluate_general
+
+    t0 = time.perf_counter()
+    q = _quality(model, tok, task, c)
+    t1 = time.perf_counter()
+    vl = eval_loss(
+        model,
+        val,
+        batch_size=c.train.eval_batch_size,
+        pad_id=tok.pad_token_id,
+        precision=c.raw["precision"],
+        device=c.device,
+    )
+    t2 = time.perf_counter()
+    general = evaluate_general(model, tok, c.raw["eval"]) if c.eval.enabled else None
+    t3 = time.perf_counter()
+    parts: dict[str, Any] = {"quality_s": t1 - t0, "val_loss_s": t2 - t1, "general_s": t3 - t2}
+    if general:
+        parts["general"] = general.get("timing")
+    return {"quality": q, "val_loss": vl, "general": general, "seconds": t3 - t0, "parts": parts}
+
+
+def before_key(c: Checked, method: Method) -> str:
+    """What the base model's measurements depend on - not the method otherwise."""
+    cfg = c.raw
+    key = {
+        "model": cfg["model"],
+        "task": cfg["task"],
+        "eval": cfg["eval"],
+        "precision": cfg["precision"],
+        "quant": method.base_key(cfg["method"]),
+        "eval_batch_size": c.train.eval_batch_size,
+        "seq_len": c.budget.seq_len,
+    }
+    return config_hash(key, 16)
+
+
+def before(c: Checked, method: Method, task: Any, dtype: Any, cache: Path) -> dict[str, Any]:
+    """The base model's evaluation, from the cache or measured now (then cached)."""
+    key = before_key(c, method)
+    path = cache / f"before-{key}.json"
+    cached = read_record(path)
+    if cached is None:
+        kw = method.load_kwargs(c.raw["method"], c.device)
+        model, tok = models.load(c.raw["model"], dtype=dtype, device=c.device, extra_kwargs=kw)
+        val = encoded(task, tok, "validation", c.budget.seq_len)
+        cached = evaluate_state(model, tok, task, val, c)
+        write_json_atomic(path, cached)
+        del model
+        measure.release_memory()
+        cached["_cached"] = False
+    cached["_key"] = key
+    return cached
+
+
+def timing_block(b: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "before_eval_s": b["seconds"],
+        "before_cached": b.get("_cached", True),
+        "before_key": b["_key"],  # runs with one key share one base evaluation
+        "before_parts": b.get("parts"),
+    }
+
+
+def quality_block(b: Mapping[str, Any], a: Mapping[str, Any], task: Any) -> dict[str, Any]:
+    bq, aq = b["quality"], a["quality"]
+    return {
+        "metric": task.metric,
+        "before": bq["score"],
+        "after": aq["score"],
+        "val_loss_before": b["val_loss"],
+        "val_loss_after": a["val_loss"],
+        "n_test": len(task.splits["test"]),
+        "extra": {
+            k: {"before": bq.get(k), "after": aq[k]} for k in (task.info.get("extra_scores") or {})
+        },
+        "examples_after": aq["examples"],
+    }
+
+
+def general_blocks(b: Mapping[str, Any], a: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's forgetting / repetition / hallucination blocks (empty without general eval)."""
+    bg, ag = b.get("general"), a.get("general")
+    if not (bg and ag):
+        return {}
+    from bench.metrics.general import forgetting_summary
+
+    return {
+        "forgetting": forgetting_summary(bg, ag),
+        "repetition": {"before": bg.get("repetition"), "after": ag.get("repetition")},
+        "hallucination": {"before": bg.get("hallucination"), "after": ag.get("hallucination")},
+    }
+
+
+def inference(model: Any, tok: Any, c: Checked) -> tuple[dict[str, Any] | None, float | None]:
+    """Inference cost of the trained model (None when `eval.inference` is off)."""
+    if not c.eval.inference.enabled:
+        return None, None
+    from bench.metrics.general import measure_inference
+
+    t0 = time.perf_counter()
+    out = measure_inference(model, tok, c.eval)
+    return out, time.perf_counter() - t0

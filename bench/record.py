@@ -1,0 +1,169 @@
+"""The run record: one typed definition, used by the writer (bench/run.py), the report's reader
+(bench/report/frame.py) and the test fixtures.
+
+Blocks the harness computes itself are typed field by field; blocks produced by the metric
+modules (forgetting, repetition, hallucination, inference, memory) are mappings whose keys those
+modules define and test. Older records (schema 1 without `label`) still parse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+SCHEMA_VERSION = 2  # 2: `label` (the method's setting label) and `env.cpu_flags`
+Status = Literal["success", "failed", "oom", "diverged", "cancelled"]
+STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
+
+
+class Block(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Budget(Block):
+    kind: str
+    steps: int | None
+    batch_size: int
+    grad_accum: int
+    seq_len: int
+    seconds: float | None
+    tokens: int | None = None  # filled once training ran
+
+
+class Params(Block):
+    total: int
+    trainable: int
+    trainable_pct: float
+    inference_extra: int
+    adapter_bytes: int | None = None  # filled when the trained state is saved
+
+
+class Train(Block):
+    steps: int
+    tokens: int
+    padded_tokens: int
+    seconds: float
+    tokens_per_s: float
+    samples_per_s: float
+    step_time_p50: float
+    step_time_p90: float
+    flops_per_token: float
+    achieved_flops: float
+    loss_curve: list[list[float]]
+    lr_curve: list[list[float]]
+    final_loss: float | None
+    lr: float
+    optimizer: str
+
+
+class Quality(Block):
+    metric: str
+    before: float
+    after: float
+    val_loss_before: float
+    val_loss_after: float
+    n_test: int
+    extra: dict[str, dict[str, float | None]]
+    examples_after: list[str]
+
+
+class Timing(Block):
+    before_eval_s: float
+    before_cached: bool
+    before_key: str | None = None  # absent in records written before the key existed
+    before_parts: dict[str, Any] | None = None
+    after_eval_s: float | None = None
+    after_parts: dict[str, Any] | None = None
+    inference_s: float | None = None
+
+
+class TaskInfo(Block):
+    name: str
+    metric: str
+    source: str
+    license: str
+    n_train: int
+    n_validation: int
+    n_test: int
+
+
+class ModelInfo(Block):
+    name: str
+    kind: str
+    source: str | None
+    notes: str | None
+    total_params: int | None = None  # of the base model, before the method is applied
+    non_embedding_params: int | None = None
+
+
+class Record(Block):
+    schema_version: int
+    run_id: str
+    status: Status
+    error: str | None
+    traceback: str | None = None
+    method: str
+    label: str | None = None  # absent in schema 1; readers fall back to `method`
+    model: str
+    task: str
+    seed: int
+    sweep: str
+    config: dict[str, Any]
+    budget: Budget | None = None
+    params: Params | None = None
+    train: Train | None = None
+    memory: dict[str, Any] | None = None
+    quality: Quality | None = None
+    forgetting: dict[str, Any] | None = None
+    repetition: dict[str, Any] | None = None
+    hallucination: dict[str, Any] | None = None
+    inference: dict[str, Any] | None = None
+    model_info: ModelInfo | None = None
+    task_info: TaskInfo | None = None
+    timing: Timing | None = None
+    env: dict[str, Any] | None = None
+    started_at: str
+    finished_at: str | None = None
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON-ready dict, in field order (absent optional blocks written as null)."""
+        return self.model_dump(mode="json", exclude_none=False)
+
+
+def new_record(cfg: Mapping[str, Any], rid: str, label: str, started_at: str) -> Record:
+    return Record(
+        schema_version=SCHEMA_VERSION,
+        run_id=rid,
+        status="failed",  # until the run says otherwise: a crash leaves an honest record
+        error=None,
+        method=cfg["method"]["name"],
+        label=label,
+        model=cfg["model"]["name"],
+        task=cfg["task"]["name"],
+        seed=cfg["seed"],
+        sweep=cfg["sweep_name"],
+        config=dict(cfg),
+        started_at=started_at,
+    )
+
+
+def parse(obj: Any) -> Record | None:
+    """A record from decoded JSON, or None for anything else (foreign or truncated files)."""
+    if not isinstance(obj, Mapping) or "run_id" not in obj:
+        return None
+    try:
+        return Record.model_validate(obj)
+    except ValidationError:
+        return None
+
+
+def read(path: Path) -> Record | None:
+    import json
+
+    try:
+        return parse(json.loads(Path(path).read_text()))
+    except (OSError, ValueError):
+        return None

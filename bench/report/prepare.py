@@ -1,0 +1,147 @@
+"""Results DataFrame -> :class:`Data`: derived columns, the validation choice, display order.
+
+Aggregation rules (stated in the report too):
+- only runs with status "success" enter statistics; the others are listed under Failures;
+- a row of every table is one method *label* (the method with the settings that make it a
+  distinct row, ``<method>:<setting>``); records without a ``label`` fall back to ``method``;
+- when a label has several runs for one (model, task, seed) (a learning-rate grid), the run
+  with the lowest *validation* loss after training is kept; test scores never select;
+- mean and two-sided 95% Student-t interval over seeds, with n shown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import methods
+from bench.report import figures as F
+from bench.report.doc import finite
+from bench.report.stats import Stat, mean_ci
+
+NLL_LABEL = "ΔNLL on general text (after − before)"
+KEYS = ["model", "task", "label", "seed"]  # one statistics slot; more runs = a choice
+
+
+def col(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as float64 (NaN where missing, absent or not a number)."""
+    if name not in df:
+        return np.full(len(df), np.nan)
+    s = df[name]
+    if s.dtype == object:
+        s = s.map(lambda v: v if isinstance(v, int | float) and not isinstance(v, bool) else None)
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def stat_of(df: pd.DataFrame, name: str) -> Stat:
+    return mean_ci(col(df, name))
+
+
+def first(df: pd.DataFrame, name: str) -> Any:
+    """The alphabetically first value of a text column (one per model or task in practice)."""
+    if name not in df:
+        return None
+    vals = sorted({str(v) for v in df[name].dropna()})
+    return vals[0] if vals else None
+
+
+@dataclass
+class Data:
+    df: pd.DataFrame  # all runs, with derived columns
+    ok: pd.DataFrame  # successful runs kept for statistics (one per label, cell, seed)
+    candidates: pd.DataFrame  # successful runs in groups that needed a validation choice
+    labels: list[str]  # method labels, in the registry's order
+    styles: dict[str, tuple[str, str]]
+    cells: list[tuple[str, str]]  # (model, task), models by size
+
+
+def prepare(df: pd.DataFrame) -> Data:
+    df = _derived(df)
+    ok = df[df["status"] == "success"].copy()
+    ok["_val"] = col(ok, "quality.val_loss_after")
+    ok["_val"] = ok["_val"].fillna(np.inf)  # unmeasured validation never wins a choice
+    ok = ok.sort_values([*KEYS, "_val", "run_id"], kind="stable")
+    sizes = ok.groupby(KEYS, dropna=False)["run_id"].transform("size")
+    ok["selected"] = ~ok.duplicated(KEYS, keep="first")
+    candidates = ok[sizes > 1].drop(columns="_val")
+    df["selected"] = df["run_id"].isin(ok.loc[ok["selected"], "run_id"])
+    kept = ok[ok["selected"]].drop(columns=["_val", "selected"])
+
+    labels = sorted(df["label"].unique(), key=methods.rank)
+    size = df.groupby("model")["model_size"].max()
+    models = sorted(df["model"].unique(), key=lambda m: (size_key(size.get(m)), m))
+    cells = [(m, t) for m in models for t in sorted(df.loc[df["model"] == m, "task"].unique())]
+    return Data(df, kept, candidates, labels, F.style(labels), cells)
+
+
+def _derived(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy with the row label, filled keys and the ``d.*`` columns computed from records."""
+    df = df.copy()
+    df["label"] = df["label"].fillna(df["method"]).fillna("?")  # older records: no label
+    df["model"] = df["model"].fillna("?")
+    df["task"] = df["task"].fillna("?")
+    df["status"] = df["status"].fillna("unknown")  # NA would break boolean masks below
+    df["d.quality_gain"] = col(df, "quality.after") - col(df, "quality.before")
+    nll = col(df, "forgetting.nll_delta")
+    df["d.nll_delta"] = np.where(
+        np.isfinite(nll), nll, col(df, "forgetting.nll_after") - col(df, "forgetting.nll_before")
+    )
+    # From counts when both exist: one definition for every method (percent of all parameters).
+    ratio = 100 * col(df, "params.trainable") / col(df, "params.total")
+    df["d.trainable_pct"] = np.where(np.isfinite(ratio), ratio, col(df, "params.trainable_pct"))
+    df["d.merged_tokens_per_s"] = col(df, "inference.merged.tokens_per_s")
+    for probe in probe_names(df):
+        before = col(df, f"forgetting.probes.{probe}.before")
+        after = col(df, f"forgetting.probes.{probe}.after")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df[f"d.probe_drop.{probe}"] = np.where(before != 0, (before - after) / before, np.nan)
+    return df
+
+
+def size_key(v: Any) -> float:
+    return float(v) if finite(v) else math.inf
+
+
+def probe_names(df: pd.DataFrame) -> list[str]:
+    pat = re.compile(r"^forgetting\.probes\.(.+)\.(before|after)$")
+    return sorted({m.group(1) for c in df.columns if (m := pat.match(c)) and df[c].notna().any()})
+
+
+def keys_under(df: pd.DataFrame, block: str) -> list[str]:
+    """Metric names present under ``block.before.*`` / ``block.after.*``."""
+    pat = re.compile(rf"^{block}\.(before|after)\.(.+)$")
+    names = {
+        m.group(2)
+        for c in df.columns
+        if (m := pat.match(c)) and df[c].dtype == "float64" and df[c].notna().any()
+    }
+
+    def order(name: str) -> tuple[int, int, str]:
+        for i, prefix in enumerate(("seq_rep_", "rep_", "wrep_", "distinct_")):
+            if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                return i, int(name[len(prefix) :]), name
+        return 9, 0, name
+
+    return sorted(names, key=order)
+
+
+def cell_of(df: pd.DataFrame, model: str, task: str) -> pd.DataFrame:
+    return df[(df["model"] == model) & (df["task"] == task)]
+
+
+def groups(d: Data) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Each label's counted runs per cell, with the table head: model, task, method, n seeds."""
+    out = []
+    for model, task in d.cells:
+        cell = cell_of(d.ok, model, task)
+        for label in d.labels:
+            g = cell[cell["label"] == label]
+            if len(g):
+                head = {"model": model, "task": task, "method": label}
+                out.append((head | {"n": int(g["seed"].nunique())}, g))
+    return out

@@ -1,0 +1,35 @@
+"""What the report says: results DataFrame -> sections of text, tables and figures.
+
+Pure: figures are rendered into memory (:class:`bench.report.doc.Figure` holds the PNG and PDF
+bytes); only ``bench.report.build_report`` writes files. The aggregation rules are in
+:mod:`bench.report.prepare`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.report.doc import Section, Table
+from bench.report.prepare import prepare
+from bench.report.sections.behaviour import hallucination, probes, repetition
+from bench.report.sections.eval_cost import eval_cost
+from bench.report.sections.leaderboards import leaderboards
+from bench.report.sections.provenance import provenance
+from bench.report.sections.runs import failures, method_notes, runs_table, selection
+from bench.report.sections.scaling import scaling
+
+__all__ = ["build_sections"]
+
+
+def build_sections(
+    df: pd.DataFrame, *, sweep: str, source: str
+) -> tuple[list[Section], list[Table]]:
+    """All report sections, plus tables written only as files (too wide or one row per run)."""
+    d = prepare(df)
+    boards, leaderboard_csv = leaderboards(d)
+    sections = [provenance(d, sweep=sweep, source=source), *boards, scaling(d)]
+    sections += [repetition(d), hallucination(d), probes(d), eval_cost(d)]
+    if len(d.candidates):
+        sections.append(selection(d))
+    sections += [failures(d), method_notes(d)]
+    return sections, [leaderboard_csv, runs_table(d)]

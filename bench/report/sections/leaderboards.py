@@ -1,0 +1,222 @@
+"""Leaderboards: one table per (model, task) with its Pareto and training figures."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from bench import methods
+from bench.report import figures as F
+from bench.report.doc import (
+    DASH,
+    Block,
+    Note,
+    Section,
+    Table,
+    count,
+    finite,
+    nbytes,
+    num,
+    pct,
+    stat,
+)
+from bench.report.frame import slug
+from bench.report.prepare import NLL_LABEL, Data, cell_of, first, stat_of
+from bench.report.render import anchor
+from bench.report.stats import Stat
+
+# Leaderboard metrics: (key in CSV, DataFrame column, display kind).
+METRICS: list[tuple[str, str, str]] = [
+    ("quality_before", "quality.before", "num"),
+    ("quality_after", "quality.after", "num"),
+    ("quality_gain", "d.quality_gain", "num"),
+    ("val_loss_after", "quality.val_loss_after", "num"),
+    ("nll_delta", "d.nll_delta", "num"),
+    ("probe_drop", "forgetting.mean_relative_drop", "num"),
+    ("seq_rep_4_after", "repetition.after.seq_rep_4", "num"),
+    ("hallucination_rate_after", "hallucination.after.hallucination_rate", "num"),
+    ("peak_memory_bytes", "memory.peak_bytes", "bytes"),
+    ("mean_memory_bytes", "memory.mean_bytes", "bytes"),
+    ("p99_memory_bytes", "memory.p99_bytes", "bytes"),
+    ("train_tokens_per_s", "train.tokens_per_s", "sig"),
+    ("train_seconds", "train.seconds", "sig"),
+    ("inference_tokens_per_s", "inference.tokens_per_s", "sig"),
+    ("inference_latency_ms", "inference.latency_ms", "sig"),
+    ("merged_tokens_per_s", "d.merged_tokens_per_s", "sig"),
+    ("trainable_params", "params.trainable", "count"),
+    ("trainable_pct", "d.trainable_pct", "pct"),
+    ("adapter_bytes", "params.adapter_bytes", "bytes"),
+    ("final_train_loss", "train.final_loss", "num"),
+]
+# Display columns after the quality ones (the order of the rows built in _rows).
+_COLUMNS = ("ΔNLL", "Probe drop", "Seq-rep-4", "Halluc. rate", "Peak memory", "Train tok/s",
+            "Trainable", "Adapter")  # fmt: skip
+# Per label in one cell: its counted runs, their statistics, the number of failed runs.
+PerLabel = dict[str, tuple[pd.DataFrame, dict[str, Stat], int]]
+
+
+def _cell_stats(rows: pd.DataFrame) -> dict[str, Stat]:
+    return {key: stat_of(rows, column) for key, column, _ in METRICS}
+
+
+def leaderboards(d: Data) -> tuple[list[Section], Table]:
+    """The intro, one section per cell, and every cell's rows in one CSV (tables/ only)."""
+    intro = Section(
+        "Leaderboards",
+        "leaderboards",
+        [
+            "One table per model and task: methods sorted by test quality after fine-tuning. "
+            "Forgetting is the change in mean per-token NLL on held-out general text (positive = "
+            "worse) and the mean relative drop of the general-ability probes (positive = worse). "
+            "Repetition is seq-rep-4 of greedy continuations, hallucination the rate of confident "
+            "wrong answers, both after fine-tuning. Memory is the peak over training minus the "
+            "pre-run baseline; trainable is the share of all parameters trained; adapter is the "
+            "size of the saved trainable state. All leaderboards in one machine-readable file: "
+            "tables/leaderboard.csv.",
+        ],
+    )
+    out = [intro]
+    all_rows = []
+    for model, task in d.cells:
+        section, rows = _cell(d, model, task)
+        out.append(section)
+        all_rows += rows
+    cols = ["model", "task", "method", "n", "n_failed"] + [
+        f"{k}_{s}" for k, _, _ in METRICS for s in ("mean", "ci95", "n")
+    ]
+    csv = Table(
+        "leaderboard",
+        "All leaderboards, machine-readable (ci95 = half-width of the 95% t-interval).",
+        [],
+        [],
+        pd.DataFrame(all_rows, columns=cols),
+        tex=False,
+    )
+    return out, csv
+
+
+def _cell(d: Data, model: str, task: str) -> tuple[Section, list[dict[str, Any]]]:
+    all_runs = cell_of(d.df, model, task)
+    ok = cell_of(d.ok, model, task)
+    metric = first(all_runs, "quality.metric") or "quality"
+    name = f"{slug(model)}__{slug(task)}"
+    sec = Section(f"{model} × {task}", anchor(f"lb {model} {task}"), level=3)
+    n_test = all_runs["quality.n_test"].max()
+    sec.blocks.append(
+        f"Quality metric: {metric} on the test split"
+        + (f" ({num(n_test, 0)} examples)." if finite(n_test) else ".")
+    )
+    per = _per_label(d.labels, all_runs, ok)
+    if ok.empty:
+        sec.blocks.append(Note("No successful runs for this model and task."))
+    csv_rows, disp = _rows(model, task, per)
+    sec.blocks.append(
+        Table(
+            f"leaderboard__{name}",
+            f"{model} × {task}: mean ± 95% t-interval over n seeds.",
+            ["Method", "n", f"{metric} before → after", f"Δ {metric}", *_COLUMNS],
+            disp,
+            pd.DataFrame(csv_rows, columns=list(csv_rows[0]) if csv_rows else None),
+        )
+    )
+    if not ok.empty:
+        sec.blocks += _cell_figures(d, model, task, metric, name, per)
+    return sec, csv_rows
+
+
+def _per_label(labels: list[str], all_runs: pd.DataFrame, ok: pd.DataFrame) -> PerLabel:
+    """Labels with a counted or a failed run in this cell (a failed-only label still shows)."""
+    per: PerLabel = {}
+    for label in labels:
+        rows = ok[ok["label"] == label]
+        failed = int(((all_runs["label"] == label) & (all_runs["status"] != "success")).sum())
+        if len(rows) or failed:
+            per[label] = (rows, _cell_stats(rows), failed)
+    return per
+
+
+def _rows(model: str, task: str, per: PerLabel) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """CSV records and display rows, best quality after first (unmeasured last)."""
+    order = sorted(per, key=lambda k: (-_nan_low(per[k][1]["quality_after"].mean), methods.rank(k)))
+    csv_rows, disp = [], []
+    for label in order:
+        rows, s, failed = per[label]
+        n = int(rows["seed"].nunique()) if len(rows) else 0
+        rec: dict[str, Any] = {
+            "model": model,
+            "task": task,
+            "method": label,
+            "n": n,
+            "n_failed": failed,
+        }
+        for key, _, _ in METRICS:
+            rec |= {f"{key}_mean": s[key].mean, f"{key}_ci95": s[key].half, f"{key}_n": s[key].n}
+        csv_rows.append(rec)
+        q_before = num(s["quality_before"].mean)
+        disp.append(
+            [
+                label,
+                str(n) + (f" ({failed} failed)" if failed else ""),
+                f"{q_before} → {stat(s['quality_after'], 'num', n)}",
+                stat(s["quality_gain"], "num", n),
+                stat(s["nll_delta"], "num", n),
+                stat(s["probe_drop"], "num", n),
+                stat(s["seq_rep_4_after"], "num", n),
+                stat(s["hallucination_rate_after"], "num", n),
+                stat(s["peak_memory_bytes"], "bytes", n),
+                stat(s["train_tokens_per_s"], "sig", n),
+                f"{count(s['trainable_params'].mean)} ({pct(s['trainable_pct'].mean)})"
+                if s["trainable_params"].n
+                else DASH,
+                nbytes(s["adapter_bytes"].mean),
+            ]
+        )
+    return csv_rows, disp
+
+
+def _nan_low(x: float) -> float:
+    return x if math.isfinite(x) else -math.inf
+
+
+def _cell_figures(
+    d: Data, model: str, task: str, metric: str, name: str, per: PerLabel
+) -> list[Block]:
+    labels = [k for k in d.labels if k in per and len(per[k][0])]
+    st = {k: per[k][1] for k in labels}
+    use_nll = any(st[k]["nll_delta"].n for k in labels)
+    forget_key = "nll_delta" if use_nll else "probe_drop"
+    forget_label = NLL_LABEL if use_nll else "mean relative probe drop"
+    pareto = F.pareto_figure(
+        memory=[F.Point(k, st[k]["peak_memory_bytes"], st[k]["quality_after"]) for k in labels],
+        params=[F.Point(k, st[k]["trainable_params"], st[k]["quality_after"]) for k in labels],
+        learn_forget=[F.Point(k, st[k][forget_key], st[k]["quality_gain"]) for k in labels],
+        styles=d.styles,
+        quality=metric,
+        forgetting=forget_label,
+        title=f"{model} × {task}",
+    )
+    curves = {
+        k: [c for c in per[k][0]["train.loss_curve"] if isinstance(c, list) and c] for k in labels
+    }
+    training = F.training_figure(
+        curves=curves,
+        train_tps={k: st[k]["train_tokens_per_s"] for k in labels},
+        infer_tps={k: stat_of(per[k][0], "inference.tokens_per_s") for k in labels},
+        styles=d.styles,
+        title=f"{model} × {task}",
+    )
+    return [
+        F.figure(
+            f"pareto__{name}",
+            f"{model} × {task}: Pareto fronts of quality vs peak "
+            "memory, quality vs trainable parameters, and learning vs forgetting.",
+            pareto,
+        ),
+        F.figure(
+            f"training__{name}",
+            f"{model} × {task}: training loss curves and training / inference throughput.",
+            training,
+        ),
+    ]

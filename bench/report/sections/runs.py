@@ -1,0 +1,164 @@
+"""Per-run listings: the validation choice, the failures, every run record, method notes."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench import methods
+from bench.report.doc import DASH, Section, Table, finite, num
+from bench.report.prepare import Data
+
+ORDER = ["model", "task", "label", "seed", "run_id"]  # row order of every per-run table
+
+
+def lr_of(row: pd.Series) -> str:
+    """The learning rate a run used: the record's ``train.lr``, else the resolved config's
+    (``train.lr`` overrides the method's default ``method.lr``)."""
+    if finite(row.get("train.lr")):
+        return f"{float(row['train.lr']):g}"
+    config = row.get("config")
+    for block in ("train", "method"):
+        sub = config.get(block) if isinstance(config, dict) else None
+        value = sub.get("lr") if isinstance(sub, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return f"{value:g}"
+    return DASH
+
+
+def selection(d: Data) -> Section:
+    c = d.candidates.sort_values(ORDER, kind="stable")
+    rows = [
+        [
+            r["model"],
+            r["task"],
+            r["label"],
+            str(r["seed"]),
+            r["run_id"],
+            lr_of(r),
+            num(r["quality.val_loss_after"]),
+            "yes" if r["selected"] else "",
+        ]
+        for _, r in c.iterrows()
+    ]
+    data = pd.DataFrame(
+        {
+            "model": c["model"],
+            "task": c["task"],
+            "method": c["label"],
+            "seed": c["seed"],
+            "run_id": c["run_id"],
+            "lr": [lr_of(r) for _, r in c.iterrows()],
+            "val_loss_after": c["quality.val_loss_after"],
+            "selected": c["selected"],
+        }
+    )
+    return Section(
+        "Hyperparameter selection",
+        "selection",
+        [
+            "Runs that competed for one (model, task, method, seed) slot; the lowest validation "
+            "loss after training was kept.",
+            Table(
+                "selection",
+                "Validation-based selection.",
+                ["Model", "Task", "Method", "Seed", "Run", "LR", "Val loss", "Kept"],
+                rows,
+                data,
+            ),
+        ],
+    )
+
+
+def failures(d: Data) -> Section:
+    bad = d.df[d.df["status"] != "success"].sort_values(ORDER, kind="stable")
+    sec = Section("Failures", "failures", [])
+    if bad.empty:
+        sec.blocks.append("Every run succeeded.")
+        return sec
+    sec.blocks.append(
+        f"{len(bad)} run(s) did not succeed; they are excluded from statistics "
+        "(and counted as failed in the leaderboards)."
+    )
+    rows = []
+    for _, r in bad.iterrows():
+        err = r["error"] if isinstance(r["error"], str) else ""
+        message = err.strip().splitlines()[-1] if err.strip() else DASH  # the last line
+        rows.append(
+            [
+                r["model"],
+                r["task"],
+                r["label"],
+                str(r["seed"]),
+                str(r["status"]),
+                r["run_id"],
+                message[:200],
+            ]
+        )
+    data = pd.DataFrame(
+        {
+            "model": bad["model"],
+            "task": bad["task"],
+            "method": bad["label"],
+            "seed": bad["seed"],
+            "status": bad["status"],
+            "run_id": bad["run_id"],
+            "error": bad["error"],
+        }
+    )
+    sec.blocks.append(
+        Table(
+            "failures",
+            "Runs that failed, ran out of memory, diverged or were cancelled.",
+            ["Model", "Task", "Method", "Seed", "Status", "Run", "Error"],
+            rows,
+            data,
+        )
+    )
+    return sec
+
+
+def method_notes(d: Data) -> Section:
+    items = []
+    for label in d.labels:
+        note = methods.note(label)
+        items.append(f"{label}: {note}" if note else f"{label}: (no note for this method)")
+    return Section("Method notes", "methods", [items or ["No methods."]])
+
+
+def runs_table(d: Data) -> Table:
+    cols = [
+        "run_id",
+        "status",
+        "model",
+        "task",
+        "label",
+        "seed",
+        "selected",
+        "budget.kind",
+        "budget.steps",
+        "budget.tokens",
+        "budget.seconds",
+        "quality.metric",
+        "quality.before",
+        "quality.after",
+        "quality.val_loss_after",
+        "d.nll_delta",
+        "forgetting.mean_relative_drop",
+        "memory.peak_bytes",
+        "train.tokens_per_s",
+        "inference.tokens_per_s",
+        "params.trainable",
+        "d.trainable_pct",
+        "params.adapter_bytes",
+        "train.final_loss",
+    ]
+    data = d.df.sort_values(ORDER, kind="stable")
+    data = data[[c for c in cols if c in data]]
+    return Table(
+        "runs",
+        "Every run record (one row per run).",
+        [],
+        [],
+        data.rename(columns=lambda c: "method" if c == "label" else c.removeprefix("d.")),
+        tex=False,
+    )

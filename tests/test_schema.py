@@ -1,0 +1,153 @@
+"""One recipe, one schema: method labels, precision from hardware, sweeps equal to the registry,
+and the run record as the writer writes it and the report reads it."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bench import methods
+from bench.config import check
+from bench.methods import ConfigError
+from bench.precision import resolve_precision
+from bench.record import Record
+from bench.results import run_id
+from tests.conftest import CONF, compose, tiny_cfg
+
+ROOT = CONF.parent
+
+
+def test_precision_auto_follows_cpu_flags_not_timing() -> None:
+    assert resolve_precision("auto", "cpu", flags={"avx2", "avx512f"}) == "fp32"
+    assert resolve_precision("auto", "cpu", flags={"avx2", "avx512_bf16"}) == "bf16-autocast"
+    assert resolve_precision("auto", "cpu", flags={"amx_bf16", "amx_tile"}) == "bf16-autocast"
+    assert resolve_precision("fp32", "cpu", flags={"avx512_bf16"}) == "fp32"
+
+
+def test_run_id_is_stable_under_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old rule timed a matmul; a slow matmul must no longer change the run id."""
+    import torch
+
+    a = check(tiny_cfg("lora", tmp_path, "precision=auto"))
+    slow = torch.matmul
+
+    def busy(*args: Any, **kw: Any) -> Any:
+        import time
+
+        time.sleep(0.01)
+        return slow(*args, **kw)
+
+    monkeypatch.setattr(torch, "matmul", busy)
+    b = check(tiny_cfg("lora", tmp_path, "precision=auto"))
+    assert a.raw["precision"] == b.raw["precision"] and run_id(a.raw) == run_id(b.raw)
+
+
+def test_committed_default_run_ids_reproduce() -> None:
+    """Refactoring the configs must not change a finished run's id (resume would retrain)."""
+    recs = [json.loads(p.read_text()) for p in sorted((ROOT / "results/default").glob("*.json"))]
+    assert len(recs) == 48
+    for r in recs[::7]:  # a spread over methods, models and tasks; qlora composes lora.yaml
+        over = [f"method={r['method']}", f"model={r['model']}", f"task={r['task']}"]
+        cfg = compose(["+sweep=default", *over, f"precision={r['config']['precision']}"])
+        cfg.pop("hydra", None)
+        assert run_id(check(cfg).raw) == r["run_id"]
+
+
+def test_sweep_method_lists_equal_the_registry() -> None:
+    for p in sorted((CONF / "sweep").glob("*.yaml")):
+        grid = yaml.safe_load(p.read_text())["hydra"]["sweeper"]["params"]
+        assert sorted(grid["method"].split(",")) == sorted(methods.swept()), p.name
+    assert "peft" not in methods.swept() and len(methods.swept()) == 8
+
+
+def test_variant_labels() -> None:
+    freeze = compose(["method=freeze", "method.trainable_modules=mlp"])["method"]
+    assert methods.get("freeze").label(freeze) == "freeze:mlp-2"
+    freeze.update(trainable_layers=-4, trainable_modules="all", train_embeddings=True)
+    assert methods.get("freeze").label(freeze) == "freeze:all--4+emb"
+    peft = compose(["method=peft", "method.peft_type=LoHa"])["method"]
+    assert methods.get("peft").label(peft) == "peft:LoHa"
+    assert methods.get("lora").label(compose(["method=lora"])["method"]) == "lora"
+
+
+def test_qlora_composes_lora_settings() -> None:
+    lora, qlora = compose(["method=lora"])["method"], compose(["method=qlora"])["method"]
+    shared = {k: v for k, v in lora.items() if k not in ("name", "target_modules")}
+    assert {k: qlora[k] for k in shared} == shared
+    assert qlora["target_modules"] == "all-linear" and qlora["quant_type"] == "nf4"
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "says"),
+    [
+        ("seed=abc", "seed", "valid integer"),
+        ("seed=-1", "seed", ">= 0"),
+        ("threads=0", "threads", "> 0"),
+        ("train.clip=-1", "train.clip", ">= 0"),
+        ("train.warmup_ratio=1.5", "train.warmup_ratio", "< 1"),
+        ("train.optimizer=sgd", "train.optimizer", "paged_adamw_32bit"),
+        ("device=tpu", "device", "auto|cpu|cuda"),
+        ("logger.mode=cloud", "logger.mode", "offline"),
+        ("+unknown_key=1", "unknown_key", "valid keys"),
+        ("+method.rank=8", "method.rank", "valid keys"),
+    ],
+)
+def test_schema_errors_name_key_and_choices(
+    tmp_path: Path, override: str, key: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        check(tiny_cfg("lora", tmp_path, override))
+    assert key in str(e.value) and says in str(e.value), str(e.value)
+
+
+def test_functions_and_modules_stay_small() -> None:
+    """The architecture limit: no function over ~80 lines, no module over ~400 (bench/)."""
+    long_fn, long_mod = [], []
+    for p in sorted((ROOT / "bench").rglob("*.py")):
+        text = p.read_text()
+        if len(text.splitlines()) > 420:
+            long_mod.append(p.name)
+        for n in ast.walk(ast.parse(text)):
+            if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 85:  # type: ignore[operator]
+                long_fn.append(f"{p.name}:{n.name}")
+    assert not long_fn and not long_mod, (long_fn, long_mod)
+
+
+def test_no_method_names_outside_methods() -> None:
+    """Method quirks stay in bench/methods: no other module names a method or a peft type."""
+    # "peft" is also the package's name (bench/results.py lists package versions)
+    names = [*methods.swept(), "PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING", "LORA"]
+    hits = []
+    for p in sorted((ROOT / "bench").rglob("*.py")):
+        if "methods" in p.parts:
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                hits.append(f"{p.relative_to(ROOT)}: {node.value!r}")
+    assert not hits, hits
+
+
+@pytest.mark.integration
+def test_contract_run_one_records_feed_the_report(tmp_path: Path) -> None:
+    """The writer's records parse with the one schema, carry their label, and build a report
+    in which two variants of one method in one cell are distinct rows."""
+    from bench.report import build_report
+    from bench.run import run_one
+
+    recs = [
+        run_one(tiny_cfg("freeze", tmp_path, "method.trainable_modules=mlp")),
+        run_one(tiny_cfg("freeze", tmp_path, "method.trainable_layers=4")),
+        run_one(tiny_cfg("lora", tmp_path)),
+    ]
+    assert [r["status"] for r in recs] == ["success"] * 3, [r["error"] for r in recs]
+    for r in recs:
+        Record.model_validate(r)
+    assert [r["label"] for r in recs] == ["freeze:mlp-2", "freeze:all-4", "lora"]
+    out = build_report(tmp_path / "test", tmp_path / "report")
+    rows = (out / "tables" / "runs.csv").read_text()
+    assert "freeze:mlp-2" in rows and "freeze:all-4" in rows and "lora" in rows
