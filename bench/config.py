@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
@@ -154,4 +155,17 @@ def check(cfg_in: Any) -> Checked:
     _check_groups(cfg)
     device = _device(cfg["device"])
     cfg["precision"] = resolve_precision(cfg["precision"], device)
+    _check_writable(Path(cfg["results_dir"]) / cfg["sweep_name"])
     return Checked(cfg, budget, train, ev, device)
+
+
+def _check_writable(folder: Path) -> None:
+    """A results folder that cannot take a record fails now, not after training."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"results_dir: cannot write records to {folder}: {e}") from None

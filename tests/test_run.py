@@ -123,3 +123,21 @@ def test_record_carries_general_metrics_and_eval_cost(tmp_path: Path) -> None:
     assert t["before_cached"] is False and t["inference_s"] > 0
     sweep_dir = Path(cfg["results_dir"]) / cfg["sweep_name"]
     assert (sweep_dir / ".cache" / f"before-{t['before_key']}.json").is_file()
+
+
+def test_single_failed_run_exits_nonzero(tmp_path: Path) -> None:
+    """Scripts can tell: `python -m bench.run` whose run failed exits 1 (a success exits 0)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    args = ["model=tiny-random", "task=tiny", "budget=tiny", "eval=off", "logger=none"]
+    args += [f"results_dir={tmp_path}", "progress=false", "precision=fp32", "method=full"]
+    env = {**os.environ, "BENCH_METHOD_PLUGINS": "tests.fault_methods"}
+    cmd = [sys.executable, "-m", "bench.run", *args, f"hydra.run.dir={tmp_path}/out"]
+    bad = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "injected failure" in bad.stdout + bad.stderr, bad.stdout
+    env.pop("BENCH_METHOD_PLUGINS")
+    ok = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -132,6 +132,13 @@ def test_no_method_names_outside_methods() -> None:
     assert not hits, hits
 
 
+def test_unwritable_results_folder_fails_before_training(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="results_dir: cannot write records"):
+        check(tiny_cfg("lora", tmp_path, f"results_dir={blocker}"))
+
+
 @pytest.mark.integration
 def test_contract_run_one_records_feed_the_report(tmp_path: Path) -> None:
     """The writer's records parse with the one schema, carry their label, and build a report

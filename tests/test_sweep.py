@@ -89,11 +89,13 @@ def test_resume_and_failure_isolation(tmp_path: Path) -> None:
     assert status == {"lora": "success", "full": "failed", "prompt_tuning": "success"}, out
     assert "injected failure" in recs[next(k for k in recs if k.startswith("full"))]["error"]
     assert "2 done, 0 skipped, 1 failed" in out and "full__tiny-random" in out
+    assert p.returncode == 1, out  # a sweep with a failed cell exits non-zero, after its summary
     mtimes = {k: (tmp_path / "smoke" / f"{k}.json").stat().st_mtime for k in recs}
 
     p = sweep(tmp_path, methods)  # rerun: successes skipped, the failed cell runs again
     out, _ = p.communicate(timeout=600)
     assert "1 done, 2 skipped, 0 failed" in out, out
+    assert p.returncode == 0, out
     recs2 = records(tmp_path / "smoke")
     assert all(r["status"] == "success" for r in recs2.values())
     for k, r in recs2.items():

@@ -96,6 +96,7 @@ class Method:
     note: ClassVar[str] = ""  # the report's method note
     wants_tokenizer: ClassVar[bool] = False  # apply() needs the model's tokenizer folder
     swept: ClassVar[bool] = True  # in every method sweep (False: needs settings of its own)
+    quantized: ClassVar[bool] = False  # loads a quantized base (the GPU check's kernel section)
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
         """Raise ConfigError naming the key and the valid choices."""
@@ -162,6 +163,11 @@ def swept() -> list[str]:
     """The methods every method sweep runs, in report order (conf/sweep/*.yaml list these)."""
     _import_all()
     return sorted((n for n, m in _REGISTRY.items() if m.swept), key=lambda n: rank(n))
+
+
+def quantized() -> list[str]:
+    """Methods that load a quantized base, in report order."""
+    return [n for n in swept() if _REGISTRY[n].quantized]
 
 
 def get(name: str) -> Method:

@@ -27,6 +27,7 @@ class QLoRA(PeftMethod):
     name = "qlora"
     Config = QLoRAConfig
     order = 7
+    quantized = True
     note = (
         "QLoRA (Dettmers et al., 2023): LoRA on all linear layers of a frozen base quantized "
         "to 4-bit NormalFloat (NF4) with double quantization of the scales; matmuls run in "
