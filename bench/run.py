@@ -21,6 +21,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: Path) -> None:
+    """The recipe: base evaluation (cached per cell) -> load + apply -> train -> evaluate ->
+    save. Each stage fills its own block of the typed record once."""
     import torch
 
     from bench import data, evaluate, fit, measure, methods, models, record
