@@ -1,11 +1,8 @@
-"""`python -m bench.gpu_check --out DIR`: the harness's own numbers on a CUDA machine, through
-bench.perf (shared with bench.speed), on a random Llama of conf/model/<model>.yaml's `arch:`
-shape (no weights travel; nothing is fetched): 1. memory per method (allocator peak allocated /
-reserved over a short run); 2. tokens/s, harness vs a bare loop (ABBA, warm-up skipped), and MFU
-against a measured matmul peak; 3. QLoRA on real bitsandbytes kernels: 4-bit NF4 storage,
-weight bytes vs bf16, paged-AdamW steps on a repeated batch (loss finite and falling). One
-JSON, written after each section (a timeout still leaves figures). Imports neither bench.run,
-bench.sweep nor Hydra (not on the GPU image).
+"""`python -m bench.gpu_check --out DIR`: harness numbers on a CUDA machine (bench.perf, shared
+with bench.speed) on a random Llama of conf/model/<model>.yaml's `arch:` shape: 1. memory per
+method (allocator peak); 2. tokens/s, harness vs bare loop (ABBA), MFU vs a measured matmul peak;
+3. the 4-bit method on bitsandbytes CUDA kernels (NF4 storage, bytes vs bf16, paged AdamW, loss
+falling). One JSON, written after each section. Imports no Hydra (not on the GPU image).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from bench import assets
+from bench.ladder_card import card_markdown
 from bench.ladder_data import CORPUS_VERSION, ensure_data, publish
 from bench.precision import resolve_precision as precision_rule
 
@@ -311,45 +312,8 @@ def train_rung(cfg: RungConfig, out: Path) -> dict[str, Any]:
     tok.model_max_length = cfg.seq_len  # trained on seq_len windows; RoPE beyond is untested
     tok.save_pretrained(out)
     (out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
-    (out / "README.md").write_text(_card_markdown(card))
+    (out / "README.md").write_text(card_markdown(card))
     return card
-
-
-def _card_markdown(c: dict[str, Any]) -> str:
-    rows = "\n".join(
-        f"| {r['source']} | {r['license']} | {r['documents']:,} | {r['chars']:,} |"
-        for r in c["corpus"]["composition"]
-    )
-    curve = ", ".join(f"{p['tokens']:,}: {p['val_ppl']}" for p in c["val_curve"])
-    return f"""# {c["name"]}
-
-A small {c["architecture"]} pretrained from scratch
-by `bench.ladder` (`make models`). A size rung for CPU-only fine-tuning benchmarks, not a useful
-language model.
-
-| | |
-|---|---|
-| layers / d_model / heads / ffn | {c["layers"]} / {c["d_model"]} / {c["heads"]} / {c["ffn"]} |
-| parameters (total / non-embedding) | {c["params_total"]:,} / {c["params_non_embedding"]:,} |
-| vocabulary | {c["vocab_size"]:,} (byte-level BPE trained on the same corpus) |
-| tokens seen | {c["tokens_seen"]:,} ({c["epochs"]} epochs of {c["corpus_train_tokens"]:,}) |
-| wall time | {c["wall_seconds"]} s ({c["tokens_per_second"]:,} tokens/s, {c["precision"]}) |
-| CPU time | {c["cpu_seconds"]} s ({c["threads"]} torch threads) |
-| final train loss | {c["train_loss"]} |
-| validation perplexity | **{c["val_ppl"]}** on {c["val_tokens"]:,} held-out tokens |
-| unigram baseline perplexity | {c["unigram_val_ppl"]} (same tokens) |
-| validation curve (tokens: ppl) | {curve} |
-| seed / config hash | {c["seed"]} / {c["config_hash"]} |
-
-## Training text
-
-| source | license | documents | characters |
-|---|---|---|---|
-{rows}
-
-Excluded: {c["corpus"]["excluded"]}.
-About 1% of the documents (chosen by content hash) are held out for the validation perplexity.
-"""
 
 
 def ensure_rung(rung: str | RungConfig) -> Path:
