@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import measure, models
+from bench import measure
 from bench.config import Checked
-from bench.methods import Method
+from bench.methods import Method, load_base
 from bench.results import config_hash, read_record, write_json_atomic
 from bench.train import Encoded, encode, eval_loss
 
@@ -89,31 +89,30 @@ def before_key(c: Checked, method: Method) -> str:
     return config_hash(key, 16)
 
 
-def before(c: Checked, method: Method, task: Any, dtype: Any, cache: Path) -> dict[str, Any]:
-    """The base model's evaluation, from the cache or measured now (then cached)."""
+def before(
+    c: Checked, method: Method, task: Any, dtype: Any, cache: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The base model's evaluation (from the cache, or measured now and cached) and the record's
+    timing block that says which it was."""
     key = before_key(c, method)
     path = cache / f"before-{key}.json"
-    cached = read_record(path)
-    if cached is None:
-        kw = method.load_kwargs(c.raw["method"], c.device)
-        model, tok = models.load(c.raw["model"], dtype=dtype, device=c.device, extra_kwargs=kw)
-        val = encoded(task, tok, "validation", c.budget.seq_len)
-        cached = evaluate_state(model, tok, task, val, c)
-        write_json_atomic(path, cached)
+    base = read_record(path)
+    cached = base is not None
+    if base is None:
+        model, tok = load_base(c.raw["model"], c.raw["method"], device=c.device, dtype=dtype)
+        base = evaluate_state(
+            model, tok, task, encoded(task, tok, "validation", c.budget.seq_len), c
+        )
+        write_json_atomic(path, base)
         del model
         measure.release_memory()
-        cached["_cached"] = False
-    cached["_key"] = key
-    return cached
-
-
-def timing_block(b: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "before_eval_s": b["seconds"],
-        "before_cached": b.get("_cached", True),
-        "before_key": b["_key"],  # runs with one key share one base evaluation
-        "before_parts": b.get("parts"),
+    timing = {
+        "before_eval_s": base["seconds"],
+        "before_cached": cached,
+        "before_key": key,  # runs with one key share one base evaluation
+        "before_parts": base.get("parts"),
     }
+    return base, timing
 
 
 def quality_block(b: Mapping[str, Any], a: Mapping[str, Any], task: Any) -> dict[str, Any]:

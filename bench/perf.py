@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import yaml
 
+from bench.precision import load_dtype
 from bench.train import autocast_ctx
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -85,11 +86,6 @@ def method_names(arg: str | None) -> list[str]:
     if arg:
         return [m.strip() for m in arg.split(",") if m.strip()]
     return methods.swept()  # the generic peft method needs a peft_type chosen per run
-
-
-def load_dtype(precision: str) -> torch.dtype:
-    # as bench.run: fp32 master weights unless the run is pure bf16
-    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def compute_dtype(precision: str) -> torch.dtype:

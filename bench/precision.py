@@ -10,6 +10,7 @@ without BF16) emulate bf16 and run it several times slower than fp32.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 PRECISIONS = ("auto", "bf16-autocast", "fp32", "bf16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -38,6 +39,13 @@ def resolve_precision(precision: str, device: str, flags: set[str] | None = None
 
         return "bf16-autocast" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16-autocast" if cpu_has_bf16(flags) else "fp32"
+
+
+def load_dtype(precision: str) -> Any:
+    """The dtype weights are loaded in: fp32 master weights unless the run is pure bf16."""
+    import torch
+
+    return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def timing_flags() -> str:

@@ -26,13 +26,14 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
     import torch
 
     from bench import data, evaluate, fit, measure, methods, models, record
+    from bench.precision import load_dtype
 
     baseline_rss = measure.rss_bytes()
     task = data.build(c.raw["task"])
     rec.task_info = record.TaskInfo(**task_block(task))
-    dtype = torch.bfloat16 if c.raw["precision"] == "bf16" else torch.float32
-    base = evaluate.before(c, method, task, dtype, cache)
-    rec.timing = record.Timing(**evaluate.timing_block(base))
+    dtype = load_dtype(c.raw["precision"])
+    base, timing = evaluate.before(c, method, task, dtype, cache)
+    rec.timing = record.Timing(**timing)
 
     random.seed(c.raw["seed"])
     torch.manual_seed(c.raw["seed"])  # adapter init; the data order has its own seeded stream

@@ -203,6 +203,16 @@ def dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+def load_base(
+    model_cfg: Mapping[str, Any], method_cfg: Mapping[str, Any], *, device: str, dtype: Any
+) -> tuple[Any, Any]:
+    """(model, tokenizer) of the base as the method loads it (e.g. 4-bit for QLoRA)."""
+    from bench import models
+
+    kw = get(method_cfg["name"]).load_kwargs(method_cfg, device)
+    return models.load(model_cfg, dtype=dtype, device=device, extra_kwargs=kw)
+
+
 def load_and_apply(
     model_cfg: Mapping[str, Any],
     method_cfg: Mapping[str, Any],
@@ -216,8 +226,7 @@ def load_and_apply(
     from bench import models
 
     method = get(method_cfg["name"])
-    kw = method.load_kwargs(method_cfg, device)
-    model, tok = models.load(model_cfg, dtype=dtype, device=device, extra_kwargs=kw)
+    model, tok = load_base(model_cfg, method_cfg, device=device, dtype=dtype)
     if before_apply:
         before_apply(model)
     tok_dir = str(models.model_dir(model_cfg)) if method.wants_tokenizer else None
