@@ -61,6 +61,11 @@ class LoggerConfig(Strict):
     entity: str | None
 
 
+class StateConfig(Strict):
+    keep: bool
+    max_mb: PositiveFloat | None
+
+
 class RunConfig(Strict):
     """The top level. Groups with their own registries (method, model, task, eval) are checked
     by those registries; here they only need to be mappings."""
@@ -82,6 +87,8 @@ class RunConfig(Strict):
     force: bool
     isolate: bool
     lr_index: NonNegativeInt | None = None  # sweeps with an lr grid: the point this run uses
+    eval_scope: Literal["all", "val"]
+    state: StateConfig
 
 
 @dataclass(frozen=True)

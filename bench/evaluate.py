@@ -5,12 +5,18 @@ A state is measured by: test-set generation scored by the task metric, validatio
 general-ability metrics of `eval` (forgetting NLL and probes, repetition, hallucination). The
 base model ("before") depends only on model, task, eval settings, precision and how the method
 loads the base (`Method.base_key`), so it is computed once per cell and cached beside the records.
+
+Each record carries an evaluation version (`eval_version`): a hash of the evaluation settings and
+of the evaluation code. `python -m bench.evaluate --sweep NAME` (bench/reevaluate.py) re-evaluates
+records whose version is stale from their kept trained state (bench/state.py), without retraining.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,35 @@ from bench.config import Checked
 from bench.methods import Method, load_base
 from bench.results import config_hash, read_record, write_json_atomic
 from bench.train import Encoded, encode, eval_loss
+
+# What evaluation outputs depend on besides the settings: the files under bench/ that compute them
+# (scorers live with the tasks in data/, validation loss and encoding in train.py).
+EVAL_CODE = ("evaluate.py", "generate.py", "train.py", "metrics", "probes", "data")
+BENCH = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=1)
+def code_hash() -> str:
+    h = hashlib.sha256()
+    for entry in EVAL_CODE:
+        root = BENCH / entry
+        files = [root] if root.is_file() else sorted(root.rglob("*"))
+        for f in files:
+            if f.is_file() and f.suffix in (".py", ".yaml"):
+                h.update(str(f.relative_to(BENCH)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def eval_version(c: Checked) -> str:
+    """Hash of everything an evaluation's numbers depend on except the trained weights."""
+    key = {
+        "eval": c.raw["eval"],
+        "eval_batch_size": c.train.eval_batch_size,
+        "precision": c.raw["precision"],
+        "task": c.raw["task"],
+        "code": code_hash(),
+    }
+    return config_hash(key, 12)
 
 
 def encoded(task: Any, tok: Any, split: str, seq_len: int) -> list[Encoded]:
@@ -57,14 +92,7 @@ def evaluate_state(
     t0 = time.perf_counter()
     q = _quality(model, tok, task, c)
     t1 = time.perf_counter()
-    vl = eval_loss(
-        model,
-        val,
-        batch_size=c.train.eval_batch_size,
-        pad_id=tok.pad_token_id,
-        precision=c.raw["precision"],
-        device=c.device,
-    )
+    vl = _val_loss(model, tok, val, c)
     t2 = time.perf_counter()
     general = evaluate_general(model, tok, c.raw["eval"]) if c.eval.enabled else None
     t3 = time.perf_counter()
@@ -85,6 +113,7 @@ def before_key(c: Checked, method: Method) -> str:
         "quant": method.base_key(cfg["method"]),
         "eval_batch_size": c.train.eval_batch_size,
         "seq_len": c.budget.seq_len,
+        "code": code_hash(),
     }
     return config_hash(key, 16)
 
@@ -154,3 +183,46 @@ def inference(model: Any, tok: Any, c: Checked) -> tuple[dict[str, Any] | None, 
     t0 = time.perf_counter()
     out = measure_inference(model, tok, c.eval)
     return out, time.perf_counter() - t0
+
+
+def evaluate_into(rec: Any, c: Checked, task: Any, model: Any, tok: Any, base: Any) -> None:
+    """Measure the trained model into the record: validation loss always; with eval_scope=full
+    also quality, the general blocks and inference cost. Used by a run and by re-evaluation."""
+    from bench import record
+
+    val = encoded(task, tok, "validation", c.budget.seq_len)
+    if c.raw["eval_scope"] == "val":  # an lr grid point: only what the choice between points needs
+        t0 = time.perf_counter()
+        vl = _val_loss(model, tok, val, c)
+        rec.timing.after_eval_s, rec.timing.after_parts = time.perf_counter() - t0, None
+        after: dict[str, Any] = {"val_loss": vl}
+        rec.quality = rec.forgetting = rec.repetition = rec.hallucination = rec.inference = None
+        rec.timing.inference_s = None
+    else:
+        after = evaluate_state(model, tok, task, val, c)
+        rec.timing.after_eval_s, rec.timing.after_parts = after["seconds"], after["parts"]
+        rec.quality = record.Quality(**quality_block(base, after, task))
+        for name, block in general_blocks(base, after).items():
+            setattr(rec, name, block)
+        rec.inference, rec.timing.inference_s = inference(model, tok, c)
+    rec.validation = record.Validation(
+        loss_before=base["val_loss"], loss_after=after["val_loss"], n=len(val)
+    )
+    rec.evaluated, rec.eval_version = c.raw["eval_scope"], eval_version(c)
+
+
+def _val_loss(model: Any, tok: Any, val: Sequence[Encoded], c: Checked) -> float:
+    return eval_loss(
+        model,
+        val,
+        batch_size=c.train.eval_batch_size,
+        pad_id=tok.pad_token_id,
+        precision=c.raw["precision"],
+        device=c.device,
+    )
+
+
+if __name__ == "__main__":  # `python -m bench.evaluate --sweep NAME`
+    from bench.reevaluate import main
+
+    main()

@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-SCHEMA_VERSION = 2  # 2: `label` (the method's setting label) and `env.cpu_flags`
+# 2: `label` (the method's setting label) and `env.cpu_flags`; 3: `validation`, `evaluated`,
+# `eval_version`, `state` (re-evaluation without retraining)
+SCHEMA_VERSION = 3
 Status = Literal["success", "failed", "oom", "diverged", "cancelled"]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
 
@@ -70,6 +72,21 @@ class Quality(Block):
     examples_after: list[str]
 
 
+class Validation(Block):
+    """Validation loss before and after training: what learning rates are chosen on."""
+
+    loss_before: float
+    loss_after: float
+    n: int
+
+
+class State(Block):
+    kept: bool
+    bytes: int
+    path: str | None
+    reason: str | None = None  # why it was not kept
+
+
 class Timing(Block):
     before_eval_s: float
     before_cached: bool
@@ -78,6 +95,7 @@ class Timing(Block):
     after_eval_s: float | None = None
     after_parts: dict[str, Any] | None = None
     inference_s: float | None = None
+    reevaluated_at: str | None = None  # set by `python -m bench.evaluate`
 
 
 class TaskInfo(Block):
@@ -116,6 +134,10 @@ class Record(Block):
     params: Params | None = None
     train: Train | None = None
     memory: dict[str, Any] | None = None
+    validation: Validation | None = None
+    evaluated: Literal["all", "val"] | None = None  # val: only `validation` (an lr grid point)
+    eval_version: str | None = None  # hash of eval settings + eval code (bench.evaluate)
+    state: State | None = None
     quality: Quality | None = None
     forgetting: dict[str, Any] | None = None
     repetition: dict[str, Any] | None = None

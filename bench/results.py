@@ -42,15 +42,29 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+# Settings that change only how a trained model is evaluated (its record's `eval_version`), not
+# the training: a run id names a trained model, so new metrics re-evaluate it, never retrain it.
+EVAL_KEYS = ("eval", "eval_scope", "state")
+EVAL_TRAIN_KEYS = ("eval_batch_size",)  # keys of the `train` group that only evaluation reads
+
+
 def config_hash(cfg: Mapping[str, Any], n: int = 10) -> str:
     kept = {k: v for k, v in cfg.items() if k not in NON_RESULT_KEYS}
     return hashlib.sha256(canonical(kept).encode()).hexdigest()[:n]
 
 
+def training_view(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings that decide the trained model (what a run id hashes)."""
+    out = {k: v for k, v in cfg.items() if k not in EVAL_KEYS}
+    if isinstance(out.get("train"), Mapping):
+        out["train"] = {k: v for k, v in out["train"].items() if k not in EVAL_TRAIN_KEYS}
+    return out
+
+
 def run_id(cfg: Mapping[str, Any]) -> str:
-    """Readable prefix + hash of every result-affecting setting (stable across processes)."""
+    """Readable prefix + hash of every training-affecting setting (stable across processes)."""
     names = (cfg["method"]["name"], cfg["model"]["name"], cfg["task"]["name"])
-    return "__".join(names) + f"__s{cfg['seed']}__{config_hash(cfg)}"
+    return "__".join(names) + f"__s{cfg['seed']}__{config_hash(training_view(cfg))}"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

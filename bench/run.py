@@ -25,7 +25,7 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
     save. Each stage fills its own block of the typed record once."""
     import torch
 
-    from bench import data, evaluate, fit, measure, methods, models, record
+    from bench import data, evaluate, fit, measure, methods, models, record, state
     from bench.precision import load_dtype
 
     baseline_rss = measure.rss_bytes()
@@ -52,15 +52,11 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
     )
     rec.memory, rec.train = fitted.memory, record.Train(**fitted.train)
     rec.budget.tokens = fitted.result.tokens
-
-    val = evaluate.encoded(task, tok, "validation", c.budget.seq_len)
-    after = evaluate.evaluate_state(model, tok, task, val, c)
-    rec.timing.after_eval_s, rec.timing.after_parts = after["seconds"], after["parts"]
-    rec.quality = record.Quality(**evaluate.quality_block(base, after, task))
-    for name, block in evaluate.general_blocks(base, after).items():
-        setattr(rec, name, block)
-    rec.inference, rec.timing.inference_s = evaluate.inference(model, tok, c)
+    evaluate.evaluate_into(rec, c, task, model, tok, base)
     rec.params.adapter_bytes = method.save(model, scratch)
+    if c.raw["state"]["keep"]:  # so new metrics can be computed without retraining
+        kept = state.keep(model, cache.parent, rec.run_id, c.raw["state"]["max_mb"])
+        rec.state = record.State(**kept)
 
 
 def task_block(task: Any) -> dict[str, Any]:
@@ -81,10 +77,11 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
     sweep_dir = Path(c.raw["results_dir"]) / c.raw["sweep_name"]
     path = sweep_dir / f"{rid}.json"
     if not c.raw["force"] and results.is_done(path):
-        print(f"[bench] skip {rid}: finished record exists", flush=True)
-        done = results.read_record(path)
+        from bench import reevaluate
+
+        done = reevaluate.bring_up_to_date(path, c)  # re-evaluated from its state if stale
         note_finished(c.raw, done, skipped=True)
-        return done  # type: ignore[return-value]
+        return done
     if c.raw["threads"]:
         torch.set_num_threads(c.raw["threads"])
     method = methods.get(c.raw["method"]["name"])

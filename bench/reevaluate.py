@@ -1,0 +1,206 @@
+"""Train once, evaluate again: bring finished runs up to the current evaluation from their kept
+trained state (bench/state.py), without retraining.
+
+`python -m bench.evaluate --sweep NAME [--override eval=tiny ...] [--dry-run]`:
+- a fully evaluated record whose `eval_version` is stale is evaluated again;
+- of an lr grid's points (records that differ only in `train.lr` / `lr_index`, trained with
+  eval_scope=val), only the one with the lowest validation loss is fully evaluated;
+- every rewrite is atomic; a record without a kept state is reported and left as it is.
+A sweep that finds a finished record (bench/run.py) calls `bring_up_to_date` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.config import Checked
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def lr_group(cfg: dict[str, Any]) -> str:
+    """Runs that differ only in their learning rate (one lr grid, one seed)."""
+    from bench.results import config_hash, training_view
+
+    view = training_view(cfg)
+    view.pop("lr_index", None)
+    view["train"] = {k: v for k, v in view["train"].items() if k != "lr"}
+    return config_hash(view, 16)
+
+
+def needs(rec: dict[str, Any], c: Checked, scope: str) -> str | None:
+    """The evaluation ('all' or 'val') a finished record needs to reach `scope` under config `c`,
+    or None when it is up to date. Records older than eval versions count as stale."""
+    from bench.evaluate import eval_version
+
+    have = rec.get("evaluated") or ("all" if rec.get("quality") else "val")
+    want = "all" if "all" in (have, scope) else "val"
+    if want != have or rec.get("eval_version") != eval_version(c):
+        return want
+    return None
+
+
+def _state_file(path: Path, rec: dict[str, Any]) -> Path | None:
+    from bench.state import state_path
+
+    st = rec.get("state") or {}
+    f = state_path(path.parent, rec["run_id"])
+    return f if st.get("kept") and f.exists() else None
+
+
+def reevaluate_one(path: Path, rec: dict[str, Any], c: Checked) -> dict[str, Any]:
+    """Rebuild the run's model, load its kept state, evaluate at `c.raw['eval_scope']`, rewrite."""
+    import torch
+
+    from bench import data, evaluate, measure, methods, record, results, state
+    from bench.precision import load_dtype
+
+    f = _state_file(path, rec)
+    if f is None:
+        raise FileNotFoundError(f"{rec['run_id']}: no kept trained state (state.keep was off)")
+    r = record.Record.model_validate(rec)
+    method = methods.get(c.raw["method"]["name"])
+    task = data.build(c.raw["task"])
+    dtype = load_dtype(c.raw["precision"])
+    base, timing = evaluate.before(c, method, task, dtype, path.parent / ".cache")
+    r.timing = record.Timing(**timing, reevaluated_at=results.now())
+    torch.manual_seed(c.raw["seed"])  # parts a state does not hold are built as in the run
+    model, tok, _ = methods.load_and_apply(
+        c.raw["model"], c.raw["method"], device=c.device, dtype=dtype
+    )
+    state.restore(model, f)
+    evaluate.evaluate_into(r, c, task, model, tok, base)
+    r.config, r.schema_version = c.raw, record.SCHEMA_VERSION
+    out = r.dump()
+    results.write_json_atomic(path, out)
+    del model
+    measure.release_memory()
+    return out
+
+
+def bring_up_to_date(path: Path, c: Checked) -> dict[str, Any]:
+    """A run whose finished record exists: re-evaluate it if its evaluation is stale (or only
+    validation when this config asks for a full one), else return it unchanged."""
+    from bench.results import read_record
+
+    rec = read_record(path) or {}
+    need = needs(rec, c, c.raw["eval_scope"])
+    if need is None:
+        print(f"[bench] skip {rec['run_id']}: finished record is up to date", flush=True)
+        return rec
+    if _state_file(path, rec) is None:
+        print(f"[bench] skip {rec['run_id']}: evaluation is stale but no trained state was kept; "
+              "force=true retrains", flush=True)  # fmt: skip
+        return rec
+    print(f"[bench] {rec['run_id']}: re-evaluating ({need}) from the kept state", flush=True)
+    return reevaluate_one(path, rec, _with_scope(c, need))
+
+
+def _with_scope(c: Checked, scope: str) -> Checked:
+    import dataclasses
+
+    return dataclasses.replace(c, raw={**c.raw, "eval_scope": scope})
+
+
+def current_config(
+    rec_cfg: dict[str, Any], sweep: str, results_dir: str, overrides: list[str]
+) -> dict[str, Any]:
+    """The record's training settings with the evaluation settings its sweep has now."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from bench.results import EVAL_KEYS, EVAL_TRAIN_KEYS
+
+    named = [f"+sweep={sweep}"] if (CONF / "sweep" / f"{sweep}.yaml").exists() else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        now = OmegaConf.to_container(compose("config", [*named, *overrides]), resolve=True)
+    assert isinstance(now, dict)
+    cfg = {**rec_cfg, **{k: now[k] for k in EVAL_KEYS}}
+    cfg["train"] = {**rec_cfg["train"], **{k: now["train"][k] for k in EVAL_TRAIN_KEYS}}
+    for k, v in now.items():  # keys newer than the record take today's defaults
+        cfg.setdefault(k, v)
+    cfg.pop("hydra", None)
+    return {**cfg, "results_dir": results_dir, "sweep_name": sweep, "progress": False}
+
+
+def plan(folder: Path, sweep: str, results_dir: str, overrides: list[str]) -> list[tuple]:
+    """(path, record, checked config, scope) of every record that needs evaluating."""
+    from bench import config
+    from bench.record import read
+
+    rows = []
+    for p in sorted(folder.glob("*.json")):
+        r = read(p)
+        if r is None or r.status != "success":
+            continue
+        rec = r.dump()
+        rows.append((p, rec, config.check(current_config(rec["config"], sweep, results_dir,
+                                                         overrides))))  # fmt: skip
+    groups: dict[str, list[tuple]] = defaultdict(list)
+    for row in rows:
+        groups[lr_group(row[2].raw)].append(row)
+    out = []
+    for members in groups.values():
+        chosen = min(members, key=lambda row: _val_after(row[1]))
+        for p, rec, c in members:
+            need = needs(rec, c, "all" if p == chosen[0] else "val")
+            if need:
+                out.append((p, rec, _with_scope(c, need), need))
+    return out
+
+
+def _val_after(rec: dict[str, Any]) -> float:
+    v = (rec.get("validation") or {}).get("loss_after")
+    if v is None:
+        v = (rec.get("quality") or {}).get("val_loss_after")
+    return float("inf") if v is None or v != v else float(v)  # NaN never wins
+
+
+def main(argv: list[str] | None = None) -> None:
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    ap = argparse.ArgumentParser(description="re-evaluate a sweep's finished runs")
+    ap.add_argument("--sweep", required=True)
+    ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--override", action="append", default=[], help="Hydra override, repeatable")
+    ap.add_argument("--dry-run", action="store_true", help="list what would be evaluated")
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    folder = Path(a.results_dir) / a.sweep
+    if not folder.is_dir():
+        sys.exit(f"--sweep: no results folder {folder}")
+    todo = plan(folder, a.sweep, a.results_dir, a.override)
+    print(f"[evaluate] {a.sweep}: {len(todo)} record(s) to evaluate", flush=True)
+    if a.dry_run:
+        for p, _, _, need in todo:
+            print(f"  {need:4s} {p.name}")
+        return
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    failed = _run(todo)
+    sys.exit(1 if failed else 0)
+
+
+def _run(todo: list[tuple]) -> int:
+    t0, failed = time.time(), 0
+    for k, (p, rec, c, need) in enumerate(todo, 1):
+        el = time.time() - t0
+        eta = el / (k - 1) * (len(todo) - k + 1) if k > 1 else float("nan")
+        print(f"[evaluate] {k}/{len(todo)} {need} {p.stem}  elapsed {el:.0f}s  eta {eta:.0f}s",
+              flush=True)  # fmt: skip
+        try:
+            reevaluate_one(p, rec, c)
+        except Exception as e:  # one bad record never stops the others
+            failed += 1
+            print(f"[evaluate] {p.stem}: {type(e).__name__}: {e}", flush=True)
+    print(f"[evaluate] done in {time.time() - t0:.0f}s: {len(todo) - failed} evaluated, "
+          f"{failed} failed", flush=True)  # fmt: skip
+    return failed

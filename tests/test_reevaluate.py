@@ -1,0 +1,111 @@
+"""Train once, evaluate again: kept states, evaluation versions, `python -m bench.evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import reevaluate
+from bench.config import check
+from bench.evaluate import eval_version
+from bench.methods import swept
+from bench.results import run_id
+from bench.run import run_one
+from tests.conftest import tiny_cfg
+
+EVAL_BLOCKS = ("quality", "validation", "forgetting", "repetition", "hallucination")
+
+
+def _read(tmp: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    return json.loads((tmp / "test" / f"{run_id(cfg)}.json").read_text())
+
+
+def _stale(tmp: Path, cfg: dict[str, Any]) -> None:
+    p = tmp / "test" / f"{run_id(cfg)}.json"
+    rec = json.loads(p.read_text())
+    rec["eval_version"] = "0" * 12  # as if the evaluation code had changed since
+    p.write_text(json.dumps(rec))
+
+
+def _cli(tmp: Path, *overrides: str) -> None:
+    args = ["--sweep", "test", "--results-dir", str(tmp)]
+    for o in ("eval=off", "logger=none", *overrides):
+        args += ["--override", o]
+    with pytest.raises(SystemExit) as e:
+        reevaluate.main(args)
+    assert e.value.code == 0
+
+
+@pytest.mark.parametrize("method", swept())
+def test_reevaluated_record_equals_the_fresh_evaluation(method: str, tmp_path: Path) -> None:
+    """Every method's kept state restores the trained model exactly: the re-evaluated blocks are
+    the fresh run's, number for number, and the training block is untouched."""
+    cfg = tiny_cfg(method, tmp_path)
+    fresh = run_one(cfg)
+    assert fresh["status"] == "success", fresh.get("traceback")
+    assert fresh["state"]["kept"] and fresh["evaluated"] == "all"
+    assert reevaluate.needs(fresh, check(cfg), "all") is None  # up to date: nothing to do
+    _stale(tmp_path, cfg)
+    _cli(tmp_path)
+    again = _read(tmp_path, cfg)
+    assert again["timing"]["reevaluated_at"] is not None
+    assert again["eval_version"] == fresh["eval_version"]
+    for block in (*EVAL_BLOCKS, "train", "params"):
+        assert again[block] == fresh[block], block
+
+
+def test_general_metrics_reevaluate_identically(tmp_path: Path) -> None:
+    cfg = tiny_cfg("lora", tmp_path, "eval=tiny")
+    fresh = run_one(cfg)
+    _stale(tmp_path, cfg)
+    _cli(tmp_path, "eval=tiny")
+    again = _read(tmp_path, cfg)
+    for block in EVAL_BLOCKS:
+        assert again[block] == fresh[block] and fresh[block] is not None, block
+
+
+def test_new_eval_settings_reevaluate_instead_of_retraining(tmp_path: Path) -> None:
+    """The run id names the trained model: a sweep with new eval settings finds the record stale
+    and re-evaluates it from the kept state; training is not repeated."""
+    old = run_one(tiny_cfg("lora", tmp_path))
+    assert old["forgetting"] is None  # eval=off
+    cfg = tiny_cfg("lora", tmp_path, "eval=tiny")
+    assert run_id(cfg) == old["run_id"]
+    assert reevaluate.needs(old, check(cfg), "all") == "all"
+    new = run_one(cfg)
+    assert new["train"] == old["train"] and new["started_at"] == old["started_at"]
+    assert new["forgetting"] is not None and new["eval_version"] != old["eval_version"]
+    assert new["eval_version"] == eval_version(check(cfg))
+
+
+def test_without_a_kept_state_the_record_is_left_alone(tmp_path: Path, capsys: Any) -> None:
+    old = run_one(tiny_cfg("lora", tmp_path, "state.keep=false"))
+    assert old["state"] is None
+    new = run_one(tiny_cfg("lora", tmp_path, "eval=tiny", "state.keep=false"))
+    assert new == old
+    assert "no trained state was kept" in capsys.readouterr().out
+
+
+def test_state_over_the_size_cap_is_not_kept(tmp_path: Path) -> None:
+    rec = run_one(tiny_cfg("full", tmp_path, "state.max_mb=0.001"))
+    assert rec["state"]["kept"] is False and "max_mb" in rec["state"]["reason"]
+    assert rec["state"]["bytes"] == 4 * rec["params"]["trainable"]  # fp32 masters, every weight
+    assert not (tmp_path / "test" / ".state" / rec["run_id"]).exists()
+
+
+def test_lr_grid_fully_evaluates_only_the_point_chosen_on_validation(tmp_path: Path) -> None:
+    lrs = ("1e-5", "1e-3", "3e-2")
+    cfgs = [tiny_cfg("lora", tmp_path, "eval_scope=val", f"train.lr={lr}") for lr in lrs]
+    recs = [run_one(c) for c in cfgs]
+    assert all(r["evaluated"] == "val" and r["quality"] is None for r in recs)
+    assert all(r["validation"]["n"] == 8 for r in recs)
+    _cli(tmp_path)
+    after = [_read(tmp_path, c) for c in cfgs]
+    best = min(range(3), key=lambda i: recs[i]["validation"]["loss_after"])
+    for i, r in enumerate(after):
+        assert r["evaluated"] == ("all" if i == best else "val"), (i, best)
+        assert (r["quality"] is not None) == (i == best)
+        assert r["validation"] == recs[i]["validation"]  # selection evidence is not rewritten
