@@ -28,7 +28,7 @@ from bench.train import Encoded, encode, eval_loss
 
 # What evaluation outputs depend on besides the settings: the files under bench/ that compute them
 # (scorers live with the tasks in data/, validation loss and encoding in train.py).
-EVAL_CODE = ("evaluate.py", "generate.py", "train.py", "metrics", "probes", "data")
+EVAL_CODE = ("evaluate.py", "generate.py", "train.py", "precision.py", "metrics", "probes", "data")
 BENCH = Path(__file__).resolve().parent
 
 
@@ -119,7 +119,7 @@ def before_key(c: Checked, method: Method) -> str:
 
 
 def before(
-    c: Checked, method: Method, task: Any, dtype: Any, cache: Path
+    c: Checked, method: Method, task: Any, cache: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The base model's evaluation (from the cache, or measured now and cached) and the record's
     timing block that says which it was."""
@@ -128,7 +128,10 @@ def before(
     base = read_record(path)
     cached = base is not None
     if base is None:
-        model, tok = load_base(c.raw["model"], c.raw["method"], device=c.device, dtype=dtype)
+        model, tok = load_base(
+            c.raw["model"], c.raw["method"], device=c.device, precision=c.raw["precision"],
+            frozen=True,
+        )
         base = evaluate_state(
             model, tok, task, encoded(task, tok, "validation", c.budget.seq_len), c
         )

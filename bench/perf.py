@@ -18,7 +18,6 @@ from typing import Any
 import torch
 import yaml
 
-from bench.precision import load_dtype
 from bench.train import autocast_ctx
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -103,8 +102,9 @@ def load_method(
     mcfg = method_config(name)
     methods.get(name).validate(mcfg, models.model_info(model_cfg))
     torch.manual_seed(0)  # adapter init is the same in every loop and on every machine
-    dtype = dtype or load_dtype(on.precision)
-    model, tok, method = methods.load_and_apply(model_cfg, mcfg, device=on.device, dtype=dtype)
+    model, tok, method = methods.load_and_apply(
+        model_cfg, mcfg, device=on.device, precision=on.precision, dtype=dtype
+    )
     return model, tok, method, mcfg
 
 

@@ -58,7 +58,6 @@ def reevaluate_one(path: Path, rec: dict[str, Any], c: Checked) -> dict[str, Any
     import torch
 
     from bench import data, evaluate, measure, methods, record, results, state
-    from bench.precision import load_dtype
 
     f = _state_file(path, rec)
     if f is None:
@@ -66,12 +65,11 @@ def reevaluate_one(path: Path, rec: dict[str, Any], c: Checked) -> dict[str, Any
     r = record.Record.model_validate(rec)
     method = methods.get(c.raw["method"]["name"])
     task = data.build(c.raw["task"])
-    dtype = load_dtype(c.raw["precision"])
-    base, timing = evaluate.before(c, method, task, dtype, path.parent / ".cache")
+    base, timing = evaluate.before(c, method, task, path.parent / ".cache")
     r.timing = record.Timing(**timing, reevaluated_at=results.now())
     torch.manual_seed(c.raw["seed"])  # parts a state does not hold are built as in the run
     model, tok, _ = methods.load_and_apply(
-        c.raw["model"], c.raw["method"], device=c.device, dtype=dtype
+        c.raw["model"], c.raw["method"], device=c.device, precision=c.raw["precision"]
     )
     state.restore(model, f)
     evaluate.evaluate_into(r, c, task, model, tok, base)

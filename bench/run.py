@@ -26,13 +26,11 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
     import torch
 
     from bench import data, evaluate, fit, measure, methods, models, record, state
-    from bench.precision import load_dtype
 
     baseline_rss = measure.rss_bytes()
     task = data.build(c.raw["task"])
     rec.task_info = record.TaskInfo(**task_block(task))
-    dtype = load_dtype(c.raw["precision"])
-    base, timing = evaluate.before(c, method, task, dtype, cache)
+    base, timing = evaluate.before(c, method, task, cache)
     rec.timing = record.Timing(**timing)
 
     random.seed(c.raw["seed"])
@@ -42,7 +40,7 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
         c.raw["model"],
         c.raw["method"],
         device=c.device,
-        dtype=dtype,
+        precision=c.raw["precision"],
         before_apply=lambda m: sizes.update(fit.base_sizes(m)),
     )
     rec.model_info = record.ModelInfo(**models.describe(c.raw["model"]), **sizes)

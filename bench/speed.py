@@ -45,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=2, help="alternating repetitions of each loop")
     ap.add_argument("--out", default="results/speed")
     ap.add_argument("--precision", default="auto", help="auto | bf16-autocast | fp32 | bf16")
+    ap.add_argument(
+        "--frozen-dtype",
+        choices=["compute", "fp32"],
+        default="compute",
+        help="frozen weights in the compute dtype (as bench.run) or fp32 (to measure the gain)",
+    )
     return ap.parse_args(argv)
 
 
@@ -53,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     from bench.results import environment, write_json_atomic
 
     a = parse_args(argv)
+    if a.frozen_dtype == "fp32":  # the comparison point: frozen weights cast at every matmul
+        from bench import precision
+
+        precision.hold_frozen = lambda model, prec: 0  # type: ignore[assignment]
     model_cfg = perf.model_config(a.model)
     on = perf.On("cpu", resolve_precision(a.precision, "cpu"))
     dtype = perf.compute_dtype(on.precision)
@@ -68,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         "batch": a.batch,
         "seq_len": a.seq,
         "precision": on.precision,
+        "frozen_dtype": a.frozen_dtype,
         "optimizer": "adamw",
         "clip": perf.CLIP,
         "steps_timed": a.steps * a.reps,
@@ -75,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         "rows": [],
         "env": env,
     }
-    path = Path(a.out) / f"speed-{a.model}-b{a.batch}-s{a.seq}-{env['hostname_hash']}.json"
+    name = f"speed-{a.model}-b{a.batch}-s{a.seq}-{on.precision}-frozen_{a.frozen_dtype}"
+    path = Path(a.out) / f"{name}-{env['hostname_hash']}.json"
 
     def row(method: str) -> dict[str, Any]:
         def batches(tok: Any) -> list[perf.Batch]:

@@ -204,13 +204,27 @@ def dir_bytes(path: Path) -> int:
 
 
 def load_base(
-    model_cfg: Mapping[str, Any], method_cfg: Mapping[str, Any], *, device: str, dtype: Any
+    model_cfg: Mapping[str, Any],
+    method_cfg: Mapping[str, Any],
+    *,
+    device: str,
+    precision: str,
+    dtype: Any = None,
+    frozen: bool = False,
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) of the base as the method loads it (e.g. 4-bit for QLoRA)."""
+    """(model, tokenizer) of the base as the method loads it (e.g. 4-bit for QLoRA), in the load
+    dtype of `precision` unless `dtype` says otherwise. `frozen`: for evaluation only, so every
+    weight is held in the compute dtype (bench.precision.hold_frozen)."""
     from bench import models
+    from bench.precision import hold_frozen, load_dtype
 
     kw = get(method_cfg["name"]).load_kwargs(method_cfg, device)
-    return models.load(model_cfg, dtype=dtype, device=device, extra_kwargs=kw)
+    dtype = dtype or load_dtype(precision)
+    model, tok = models.load(model_cfg, dtype=dtype, device=device, extra_kwargs=kw)
+    if frozen:
+        model.requires_grad_(False)
+        hold_frozen(model, precision)
+    return model, tok
 
 
 def load_and_apply(
@@ -218,16 +232,21 @@ def load_and_apply(
     method_cfg: Mapping[str, Any],
     *,
     device: str,
-    dtype: Any,
+    precision: str,
+    dtype: Any = None,
     before_apply: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, Any, Method]:
-    """The one way to get a trainable model: load the base as the method wants, then apply it.
-    `before_apply` sees the loaded base (e.g. to count its parameters)."""
+    """The one way to get a trainable model: load the base as the method wants, apply it, and
+    hold what stays frozen in the compute dtype. `before_apply` sees the loaded base (e.g. to
+    count its parameters)."""
     from bench import models
+    from bench.precision import hold_frozen
 
     method = get(method_cfg["name"])
-    model, tok = load_base(model_cfg, method_cfg, device=device, dtype=dtype)
+    model, tok = load_base(model_cfg, method_cfg, device=device, precision=precision, dtype=dtype)
     if before_apply:
         before_apply(model)
     tok_dir = str(models.model_dir(model_cfg)) if method.wants_tokenizer else None
-    return method.apply(model, method_cfg, tok_dir), tok, method
+    model = method.apply(model, method_cfg, tok_dir)
+    hold_frozen(model, precision)
+    return model, tok, method
