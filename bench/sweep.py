@@ -1,23 +1,32 @@
 """Sweep bookkeeping as a Hydra callback: k/N progress with elapsed time and ETA, and one summary
-line at the end (done / skipped / failed, failures named).
+line at the end (done / skipped / failed, failures named); and the ordered sweeper, which
+launches the runs longest-expected first so that parallel workers finish together.
 
 Works across launchers (basic, joblib, submitit): every finished run appends one line to
 `<results_dir>/<sweep>/.progress.jsonl`, and the callback reads that file, so it needs no shared
-memory with the workers.
+memory with the workers. Expected seconds per run come from bench/estimate.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from bench import estimate
+from bench.estimate import Cell, Plan
 
 PROGRESS = ".progress.jsonl"
+GROUPS = ("model", "method", "task")  # the order of estimate.Cell
 
 
 def progress_file(cfg: Any) -> Path:
@@ -33,26 +42,96 @@ def note_finished(cfg: Any, rec: dict[str, Any], skipped: bool) -> None:
         "skipped": skipped,
         "error": rec.get("error"),
         "t": time.time(),
+        "s": None if skipped else estimate.wall_seconds(rec),  # calibrates the ETA
     }
     with open(path, "a") as f:  # O_APPEND: small lines from several processes do not interleave
         f.write(json.dumps(line) + "\n")
 
 
-def job_count(config: Any) -> int:
-    """Jobs of a basic-sweeper grid: the product of the choices of every sweep override, from
-    the command line (`method=a,b`) and from a named sweep's `hydra.sweeper.params`."""
+def expand_jobs(config: Any, loader: Any = None) -> list[list[str]]:
+    """The override list of every job, in the basic sweeper's order: Hydra's own expansion of
+    a named sweep's `hydra.sweeper.params` followed by the command line (`method=a,b`)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = config.hydra.sweeper.get("params") or {}
-    overrides = [f"{k}={v}" for k, v in params.items()]
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in config.hydra.overrides.task}
-    overrides = [o for o in overrides if o.split("=", 1)[0] not in keys]  # the CLI wins
-    overrides += list(config.hydra.overrides.task)
-    n = 1
-    for o in OverridesParser.create().parse_overrides(overrides):
-        if o.is_sweep_override():
-            n *= len(list(o.sweep_string_iterator()))
-    return n
+    overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+    return BasicSweeper.split_arguments(parsed, None)[0]
+
+
+def job_count(config: Any) -> int:
+    """Jobs of a basic-sweeper grid: the product of the choices of every sweep override."""
+    return len(expand_jobs(config))
+
+
+def job_cell(overrides: Sequence[str], defaults: Cell) -> Cell:
+    """(model, method, task) of a job: its `model=..` style overrides, else the config's (an
+    option's file name is its `name`, as in every conf/ group)."""
+    got = dict(zip(GROUPS, defaults, strict=True))
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.lstrip("+") in got and value:
+            got[key.lstrip("+")] = value
+    return tuple(got[g] for g in GROUPS)  # type: ignore[return-value]
+
+
+def _will_skip(config: Any, jobs: list[list[str]], cells: list[Cell], loader: Any) -> list[bool]:
+    """Which jobs a successful record turns into a skip: bench.isolate's own test (check the
+    composed job config, then its run id), composed only for jobs whose cell has a record."""
+    folder = Path(config.results_dir) / config.sweep_name
+    have = {estimate.cell_of_run_id(p.stem) for p in folder.glob("*.json")}
+    if loader is None or not have:
+        return [False] * len(jobs)
+    from bench import config as checks
+    from bench import results
+
+    out = []
+    for job, cell in zip(jobs, cells, strict=True):
+        done = False
+        if cell in have:
+            try:
+                cfg = loader.load_sweep_config(master_config=config, sweep_overrides=list(job))
+                with open_dict(cfg):  # the hydra node is incomplete until launch (job.num)
+                    del cfg["hydra"]
+                c = checks.check(cfg)
+                path = folder / f"{results.run_id(c.raw)}.json"
+                done = not c.raw["force"] and results.is_done(path)
+            except Exception:  # a job that does not compose fails when it runs, not here
+                done = False
+        out.append(done)
+    return out
+
+
+def plan(config: Any, jobs: list[list[str]], loader: Any = None) -> Plan:
+    """Expected seconds of every job (bench/estimate.py); one uniform plan (Hydra's order, an
+    ETA from finished runs only) and one warning line if anything goes wrong."""
+    try:
+        defaults: Cell = tuple(str(config[g].name) for g in GROUPS)  # type: ignore[assignment]
+        cells = [job_cell(j, defaults) for j in jobs]
+    except Exception as e:
+        cells = [("?", "?", "?")] * len(jobs)
+        return _failed(cells, e)
+    try:
+        done = _will_skip(config, jobs, cells, loader)
+        return estimate.make_plan(cells, done, Path(config.results_dir), str(config.sweep_name))
+    except Exception as e:
+        return _failed(cells, e)
+
+
+def _failed(cells: list[Cell], e: Exception) -> Plan:
+    msg = f"{type(e).__name__}: {e}"
+    print(f"[sweep] warning: no run-time estimates ({msg}); Hydra's order, plain eta", flush=True)
+    return estimate.uniform_plan(cells, msg)
+
+
+def workers(config: Any) -> int:
+    """Runs at a time: hydra.launcher.n_jobs (joblib: -1 all cores, -2 all but one), else 1."""
+    n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return 1
+    return max(1, n if n > 0 else (os.cpu_count() or 1) + 1 + n)
 
 
 def _lines_since(path: Path, t0: float) -> list[dict[str, Any]]:
@@ -74,28 +153,38 @@ def _fmt(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _loader() -> Any:
+    from hydra.core.global_hydra import GlobalHydra
+
+    gh = GlobalHydra.instance()
+    return gh.config_loader() if gh.is_initialized() else None
+
+
 class SweepProgress(Callback):
     any_failed = False  # read by bench.run.main: a sweep with a failed cell exits non-zero
 
     def on_multirun_start(self, config: DictConfig, **kw: Any) -> None:
         self.t0 = time.time()
-        self.n = job_count(config)
+        loader = _loader()
+        self.jobs = expand_jobs(config, loader)
+        self.n = len(self.jobs)
+        self.workers = workers(config)
         self.path = progress_file(config)
         print(f"[sweep] {config.sweep_name}: {self.n} runs -> {self.path.parent}", flush=True)
+        self.plan = plan(config, self.jobs, loader)  # the ordered sweeper reuses it
 
     def on_job_start(self, config: DictConfig, **kw: Any) -> None:
         t0 = getattr(self, "t0", None)
-        if t0 is None:  # worker process (joblib/submitit): no multirun state here
+        if t0 is None:  # a copy of the callback that on_multirun_start never set up
             return
         done = _lines_since(self.path, t0)
-        k = len(done)
-        ran = [d for d in done if not d["skipped"]]
         el = time.time() - t0
-        eta = el / len(ran) * (self.n - k) if ran else math.nan
+        eta = estimate.remaining_seconds(self.plan, done, self.workers)
         eta_s = _fmt(eta) if math.isfinite(eta) else "?"
         # "k/N done" rather than "run k+1": with parallel workers several runs start at once
         print(
-            f"[sweep] {k}/{self.n} done, starting one  elapsed {_fmt(el)}  eta {eta_s}", flush=True
+            f"[sweep] {len(done)}/{self.n} done, starting one  elapsed {_fmt(el)}  eta {eta_s}",
+            flush=True,
         )
 
     def on_multirun_end(self, config: DictConfig, **kw: Any) -> None:
@@ -114,6 +203,43 @@ class SweepProgress(Callback):
             flush=True,
         )
         SweepProgress.any_failed = bool(bad or missing)
+
+
+class OrderedSweeper(BasicSweeper):
+    """The basic sweeper (same grid, same `max_batch_size` batches), with the jobs launched
+    longest-expected first, so parallel workers do not end with one long run alone. Jobs that
+    a finished record turns into skips expect 0 s and go last; ties keep Hydra's order."""
+
+    def __init__(self, max_batch_size: int | None, params: dict[str, str] | None = None) -> None:
+        # BasicSweeper.__init__ calls super(BasicSweeper, self) by its module's global name,
+        # and each Hydra plugin scan re-executes that module (a new BasicSweeper class): after
+        # a rescan that call fails for a subclass of the old one. So: its attributes, here.
+        Sweeper.__init__(self)
+        self.overrides: Any = None
+        self.batch_index = 0
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
+        self.hydra_context: Any = None
+        self.config: Any = None
+        self.launcher: Any = None
+
+    def split_arguments(  # type: ignore[override]  # BasicSweeper.sweep calls it via self
+        self, overrides: list[Any], max_batch_size: int | None
+    ) -> list[list[list[str]]]:
+        jobs = BasicSweeper.split_arguments(overrides, None)[0]
+        p = self._plan(jobs)
+        if p.error is None:  # else its one warning line is out already
+            src = ", ".join(f"{n} {k}" for k, n in sorted(p.sources.items()))
+            print(f"[sweep] runs longest-expected first (estimates: {src})", flush=True)
+        jobs = [jobs[i] for i in p.order()]
+        return list(BasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
+
+    def _plan(self, jobs: list[list[str]]) -> Plan:
+        ctx = self.hydra_context
+        for cb in getattr(ctx and ctx.callbacks, "callbacks", []):
+            if isinstance(cb, SweepProgress) and getattr(cb, "jobs", None) == jobs:
+                return cb.plan  # planned once, at on_multirun_start
+        return plan(self.config, jobs, ctx and ctx.config_loader)
 
 
 def sweep_models(name: str) -> list[dict[str, Any]]:
