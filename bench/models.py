@@ -205,7 +205,18 @@ def load(
     if "quantization_config" not in kwargs:
         model.to(device)
     model.config.use_cache = True
+    head = model.get_output_embeddings()
+    if head is not None:
+        head.register_forward_pre_hook(_contiguous_inputs)
     return model, tok
+
+
+def _contiguous_inputs(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The LM head reads `hidden[:, -k:, :]` (a strided view) during generation; for bf16 on a
+    CPU, torch's matmul then copies the whole transposed head weight on every call (measured:
+    64 arithmetic prompts on SmolLM2-135M take 7.3 s instead of 1.8 s). A contiguous input
+    takes the plain GEMM path; the numbers are the same."""
+    return tuple(a.contiguous() if hasattr(a, "contiguous") else a for a in args)
 
 
 def non_embedding_params(model: Any) -> int:
