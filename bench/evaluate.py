@@ -24,7 +24,7 @@ from bench import measure
 from bench.config import Checked
 from bench.methods import Method, load_base
 from bench.results import config_hash, read_record, write_json_atomic
-from bench.train import Encoded, encode, eval_loss
+from bench.train import Encoded, encode
 
 # What evaluation outputs depend on besides the settings: the files under bench/ that compute them
 # (scorers live with the tasks in data/, validation loss and encoding in train.py).
@@ -60,8 +60,14 @@ def encoded(task: Any, tok: Any, split: str, seq_len: int) -> list[Encoded]:
     return [encode(e, tok, seq_len) for e in task.splits[split]]
 
 
+PRED_CHARS = 200  # a prediction kept per example is cut here: records stay bounded
+
+
 def _quality(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any]:
+    """Test-split generation scored by the task metric, and the reference answers' bits per byte,
+    with per-example scores and predictions (for paired statistics and for reading)."""
     from bench.generate import generate_text
+    from bench.metrics import answers
 
     test = task.splits["test"]
     preds = generate_text(
@@ -75,11 +81,18 @@ def _quality(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any]:
         stop_at_newline=True,
     )
     refs = [getattr(e, "references", None) or e.answer for e in test]  # multi-reference QA
-    scores = [task.score(p, r) for p, r in zip(preds, refs, strict=True)]
-    out: dict[str, Any] = {"score": sum(scores) / len(scores), "scores": scores}
-    out["examples"] = preds[:5]
+    scores = [float(task.score(p, r)) for p, r in zip(preds, refs, strict=True)]
+    nll = _answer_nll(model, tok, encoded(task, tok, "test", c.budget.seq_len), c)
+    n_ans = [len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in test]
+    bits = [answers.answer_bits(x, k) for x, k in zip(nll, n_ans, strict=True)]
+    nbytes = [len(e.answer.encode("utf-8")) for e in test]
+    per: dict[str, Any] = {"score": scores, "bits": [round(b, 4) for b in bits], "bytes": nbytes}
+    out: dict[str, Any] = {"score": sum(scores) / len(scores), "examples": preds[:5]}
     for name, fn in (task.info.get("extra_scores") or {}).items():
-        out[name] = sum(fn(p, r) for p, r in zip(preds, refs, strict=True)) / len(test)
+        per[name] = [float(fn(p, r)) for p, r in zip(preds, refs, strict=True)]
+        out[name] = sum(per[name]) / len(test)
+    per["pred"] = [p[:PRED_CHARS] for p in preds]
+    out["answer_bpb"], out["per_example"] = answers.bits_per_byte(bits, nbytes), per
     return out
 
 
@@ -160,6 +173,9 @@ def quality_block(b: Mapping[str, Any], a: Mapping[str, Any], task: Any) -> dict
             k: {"before": bq.get(k), "after": aq[k]} for k in (task.info.get("extra_scores") or {})
         },
         "examples_after": aq["examples"],
+        "answer_bpb_before": bq.get("answer_bpb"),
+        "answer_bpb_after": aq["answer_bpb"],
+        "per_example": {"before": bq.get("per_example"), "after": aq["per_example"]},
     }
 
 
@@ -214,15 +230,23 @@ def evaluate_into(rec: Any, c: Checked, task: Any, model: Any, tok: Any, base: A
     rec.evaluated, rec.eval_version = c.raw["eval_scope"], eval_version(c)
 
 
-def _val_loss(model: Any, tok: Any, val: Sequence[Encoded], c: Checked) -> float:
-    return eval_loss(
+def _answer_nll(model: Any, tok: Any, data: Sequence[Encoded], c: Checked) -> list[list[float]]:
+    from bench.metrics.answers import answer_nll
+
+    return answer_nll(
         model,
-        val,
+        data,
         batch_size=c.train.eval_batch_size,
         pad_id=tok.pad_token_id,
         precision=c.raw["precision"],
         device=c.device,
     )
+
+
+def _val_loss(model: Any, tok: Any, val: Sequence[Encoded], c: Checked) -> float:
+    from bench.metrics.answers import mean_loss
+
+    return mean_loss(_answer_nll(model, tok, val, c))
 
 
 if __name__ == "__main__":  # `python -m bench.evaluate --sweep NAME`

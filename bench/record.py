@@ -70,6 +70,10 @@ class Quality(Block):
     n_test: int
     extra: dict[str, dict[str, float | None]]
     examples_after: list[str]
+    answer_bpb_before: float | None = None  # reference answers' bits per byte (schema >= 3)
+    answer_bpb_after: float | None = None
+    # per test example, before and after: score, extra scores (f1), bits, bytes, pred
+    per_example: dict[str, dict[str, list[Any]] | None] | None = None
 
 
 class Validation(Block):

@@ -190,29 +190,3 @@ def train(
     res.seconds = sum(res.step_times)
     res.final_loss = res.loss_curve[-1][1] if res.loss_curve else None
     return res
-
-
-@torch.no_grad()
-def eval_loss(
-    model: Any,
-    data: Sequence[Encoded],
-    *,
-    batch_size: int,
-    pad_id: int,
-    precision: str,
-    device: str,
-) -> float:
-    """Mean answer-token NLL (token-weighted) over `data`."""
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(data), batch_size):
-        b = {k: v.to(device) for k, v in collate(data[i : i + batch_size], pad_id).items()}
-        with autocast_ctx(precision, device):
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        logits = logits[:, -b["labels"].shape[1] :, :]  # prompt methods prepend virtual positions
-        lp = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), b["labels"][:, 1:], reduction="sum"
-        )
-        total += lp.item()
-        count += int((b["labels"][:, 1:] != IGNORE).sum())
-    return total / max(count, 1)
