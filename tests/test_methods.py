@@ -44,7 +44,8 @@ def build(name: str, **over: Any) -> Any:
     model, _ = models.load(
         TINY, dtype=torch.float32, device="cpu", extra_kwargs=m.load_kwargs(c, "cpu")
     )
-    return m.apply(model, c)
+    tok_dir = str(models.model_dir(TINY)) if m.wants_tokenizer else None
+    return m.apply(model, c, tok_dir)
 
 
 def trainable(model: Any) -> int:
@@ -75,8 +76,12 @@ def test_lora_count(r: int, targets: list[str]) -> None:
 def test_qlora_count_and_4bit() -> None:
     import bitsandbytes as bnb
 
-    model = build("qlora", r=8)
-    assert trainable(model) == L * sum(8 * (i + o) for i, o in SHAPES.values())
+    model = build("qlora", r=8)  # LoRA's targets (q, v); every linear of the base is 4-bit
+    qv = [SHAPES["q_proj"], SHAPES["v_proj"]]
+    assert trainable(model) == L * sum(8 * (i + o) for i, o in qv)
+    assert trainable(build("qlora", r=8, target_modules="all-linear")) == L * sum(
+        8 * (i + o) for i, o in SHAPES.values()
+    )
     lin4 = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(lin4) == L * len(SHAPES)
     for m in lin4:
@@ -105,6 +110,23 @@ def test_prefix_tuning_count() -> None:
     # KV_DIM -> h -> L*2*KV_DIM (with biases), discarded after training
     assert trainable(m) == n * KV_DIM + (KV_DIM * h + h) + (h * L * 2 * KV_DIM + L * 2 * KV_DIM)
     assert methods.get("prefix_tuning").inference_extra_params(m) == n * L * 2 * KV_DIM
+
+
+@pytest.mark.parametrize("name", ["prefix_tuning", "ptuning_v2"])
+def test_prefix_starts_from_real_token_keys_and_values(name: str) -> None:
+    """init=text: the prefix the adapter serves at step 0 is the frozen model's own keys and
+    values of the init text's first tokens (through the MLP, for prefix tuning)."""
+    from bench.methods.prefix_tuning import real_token_kv
+
+    n, text = 6, "The quick brown fox jumps over the lazy dog again and again."
+    model = build(name, num_virtual_tokens=n, init="text", init_text=text)
+    served = model.prompt_encoder["default"](model.prompt_tokens["default"][None, :n])[0]
+    expected = real_token_kv(model, str(models.model_dir(TINY)), text, n)
+    assert served.shape == (n, L * 2 * KV_DIM)
+    assert torch.allclose(served, expected, atol=1e-5)
+    random_init = build(name, num_virtual_tokens=n, init="random")
+    served0 = random_init.prompt_encoder["default"](random_init.prompt_tokens["default"][None, :n])
+    assert not torch.allclose(served0[0], expected, atol=1e-2)
 
 
 def test_ptuning_v1_count() -> None:
@@ -169,3 +191,22 @@ def test_loss_falls(name: str) -> None:
     losses = [x[1] for x in res.loss_curve]
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 0.05, (name, losses)
+
+
+def test_backward_extent_stops_at_the_lowest_trainable_layer() -> None:
+    """Freeze of the top block: the activation backward crosses that block, the final norm and
+    the head only; methods with trainable tensors at the input (LoRA in block 0, soft prompts)
+    cross everything. Counts from the tiny model's shapes."""
+    from bench.measure import backward_extent, param_counts, train_flops_per_token
+
+    block = 2 * D + sum(i * o for i, o in SHAPES.values())  # two norms + seven linears
+    vocab = TINY.get("vocab_size") or build("full").get_output_embeddings().weight.shape[0]
+    top = build("freeze", trainable_layers=1)
+    assert backward_extent(top, L) == (block + D + vocab * D, 1)
+    for name in ("lora", "prompt_tuning", "full"):
+        m = build(name)
+        assert backward_extent(m, L) == (param_counts(m)["total"], L), name
+    n, t = param_counts(top)["total"], param_counts(top)["trainable"]
+    assert train_flops_per_token(n, t, L, D, 32, (block, 1)) == (
+        2 * n + 2 * block + 2 * t + 4 * L * 32 * D + 8 * 1 * 32 * D
+    )

@@ -4,18 +4,17 @@ directly (no reparameterization). Not pruning, not compression."""
 from __future__ import annotations
 
 from bench.methods import register
-from bench.methods._peft_common import VirtualTokensConfig
-from bench.methods.prefix_tuning import PrefixTuning
+from bench.methods.prefix_tuning import PrefixInitConfig, PrefixTuning
 
 
 class PTuningV2(PrefixTuning):
     name = "ptuning_v2"
-    Config = VirtualTokensConfig
+    Config = PrefixInitConfig
     order = 5
     note = (
         "P-tuning v2 (Liu et al., 2022): deep prompt tuning, i.e. key/value prefixes at every "
         "layer learned directly, without the MLP reparameterisation. It is deep prompt tuning, "
-        "not pruning or compression."
+        "not pruning or compression. Initialised from the keys and values of real tokens."
     )
     projection = False
 
