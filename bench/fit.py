@@ -90,8 +90,9 @@ def train_block(res: TrainResult, model: Any, c: Checked, optimizer: str) -> dic
     b = c.budget
     counts = measure.param_counts(model)
     info = models.model_info(c.raw["model"])
+    back = measure.backward_extent(model, info.num_layers)
     flops = measure.train_flops_per_token(
-        counts["total"], counts["trainable"], info.num_layers, info.hidden_size, b.seq_len
+        counts["total"], counts["trainable"], info.num_layers, info.hidden_size, b.seq_len, back
     )
     st = sorted(res.step_times)
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,12 +139,51 @@ def memory_breakdown(model: Any, optimizer_state_per_param: int = 2) -> dict[str
 
 
 def train_flops_per_token(
-    n_params: int, n_trainable: int, n_layers: int, d: int, seq: int
+    n_params: int,
+    n_trainable: int,
+    n_layers: int,
+    d: int,
+    seq: int,
+    backward: tuple[int, int] | None = None,
 ) -> float:
-    """Model FLOPs per trained token: forward 2N, backward through activations 2N (needed down to
-    the first trainable tensor; we charge it fully), weight gradients 2N_trainable, plus the
-    attention score/value matmuls 12·L·T·d (Chowdhery et al. 2022, appendix B)."""
-    return 4 * n_params + 2 * n_trainable + 12 * n_layers * seq * d
+    """Model FLOPs per trained token (Chowdhery et al. 2022, appendix B): forward 2N, backward
+    through activations 2N_b, weight gradients 2N_trainable, attention score/value matmuls
+    4·L·T·d forward and 8·L_b·T·d backward. N_b and L_b (`backward`, from `backward_extent`)
+    are the parameters and layers the backward pass must cross: down to the lowest trainable
+    layer only (freeze of the top blocks stops there); all of them by default."""
+    n_b, l_b = backward if backward is not None else (n_params, n_layers)
+    return 2 * n_params + 2 * n_b + 2 * n_trainable + 4 * n_layers * seq * d + 8 * l_b * seq * d
+
+
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+def backward_extent(model: Any, n_layers: int) -> tuple[int, int]:
+    """(parameters, decoder layers) the activation backward crosses: from the lowest layer that
+    holds a trainable tensor up to the output head. A trainable tensor outside the decoder
+    layers other than the final norm or head (embeddings, soft prompts, prefix encoders) sits
+    at the input: the backward crosses everything."""
+    lowest = n_layers
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        m = _LAYER.search(name)
+        if m:
+            lowest = min(lowest, int(m.group(1)))
+        elif not any(k in name for k in ("lm_head", ".norm.", "model.norm")):
+            lowest = 0
+    if lowest == 0:
+        return param_counts(model)["total"], n_layers
+    seen: set[int] = set()
+    n = 0
+    head = model.get_output_embeddings()
+    for name, p in [*model.named_parameters(), ("lm_head.weight", head.weight)]:
+        m = _LAYER.search(name)
+        above = (int(m.group(1)) >= lowest) if m else ("lm_head" in name or "norm" in name)
+        if above and id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    return n, n_layers - lowest
 
 
 def measure_matmul_peak(

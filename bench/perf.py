@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import yaml
 
-from bench.train import autocast_ctx
+from bench.train import adamw, autocast_ctx
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 CLIP = 1.0  # both loops clip the global gradient norm to this
@@ -214,7 +214,7 @@ def tokens_per_step(batches: list[Batch]) -> float:
 def bare_loop(model: Any, batches: list[Batch], lr: float, steps: int, on: On) -> list[float]:
     """What a user writes by hand: AdamW, autocast per precision, clip, step. Step times."""
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = adamw(params, lr, 0.0)  # the harness's optimizer: the comparison is the loop
     model.train()
     times = []
     for i in range(steps):
@@ -301,8 +301,9 @@ def speed_row(
 
     info = models.model_info(model_cfg)
     counts = measure.param_counts(model)
+    back = measure.backward_extent(model, info.num_layers)
     flops = measure.train_flops_per_token(
-        counts["total"], counts["trainable"], info.num_layers, info.hidden_size, seq
+        counts["total"], counts["trainable"], info.num_layers, info.hidden_size, seq, back
     )
     row: dict[str, Any] = {
         "method": method,
