@@ -135,22 +135,25 @@ def before(
     c: Checked, method: Method, task: Any, cache: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The base model's evaluation (from the cache, or measured now and cached) and the record's
-    timing block that says which it was."""
+    timing block that says which it was. Measured in a child process when runs are isolated, so
+    no run's training memory holds what the base evaluation left behind; a lock per key makes
+    parallel runs of one cell wait for one measurement instead of repeating it."""
+    from filelock import FileLock
+
     key = before_key(c, method)
     path = cache / f"before-{key}.json"
-    base = read_record(path)
-    cached = base is not None
-    if base is None:
-        model, tok = load_base(
-            c.raw["model"], c.raw["method"], device=c.device, precision=c.raw["precision"],
-            frozen=True,
-        )
-        base = evaluate_state(
-            model, tok, task, encoded(task, tok, "validation", c.budget.seq_len), c
-        )
-        write_json_atomic(path, base)
-        del model
-        measure.release_memory()
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        base = read_record(path)
+        cached = base is not None
+        if base is None:
+            if c.raw["isolate"]:
+                _in_child(_measure_base, c.raw, str(path))
+            else:
+                _measure_base(c.raw, str(path))
+            base = read_record(path)
+            if base is None:
+                raise RuntimeError(f"the base evaluation wrote no readable {path}")
     timing = {
         "before_eval_s": base["seconds"],
         "before_cached": cached,
@@ -158,6 +161,35 @@ def before(
         "before_parts": base.get("parts"),
     }
     return base, timing
+
+
+def _measure_base(raw: dict[str, Any], path: str) -> None:
+    from bench import config, data
+
+    c = config.check(raw)
+    task = data.build(raw["task"])
+    if raw["threads"]:
+        import torch
+
+        torch.set_num_threads(raw["threads"])
+    model, tok = load_base(
+        raw["model"], raw["method"], device=c.device, precision=raw["precision"], frozen=True
+    )
+    val = encoded(task, tok, "validation", c.budget.seq_len)
+    write_json_atomic(Path(path), evaluate_state(model, tok, task, val, c))
+    del model
+    measure.release_memory()
+
+
+def _in_child(fn: Any, *args: Any) -> None:
+    """Run `fn(*args)` in a fresh spawned process; raise if it does not exit cleanly."""
+    import multiprocessing as mp
+
+    proc = mp.get_context("spawn").Process(target=fn, args=args, name=fn.__name__)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise RuntimeError(f"{fn.__name__} process exited with code {proc.exitcode}")
 
 
 def quality_block(b: Mapping[str, Any], a: Mapping[str, Any], task: Any) -> dict[str, Any]:
@@ -228,6 +260,9 @@ def evaluate_into(rec: Any, c: Checked, task: Any, model: Any, tok: Any, base: A
         loss_before=base["val_loss"], loss_after=after["val_loss"], n=len(val)
     )
     rec.evaluated, rec.eval_version = c.raw["eval_scope"], eval_version(c)
+    from bench.flags import learning_flags
+
+    rec.flags = learning_flags(rec.train.loss_curve, base["val_loss"], after["val_loss"])
 
 
 def _answer_nll(model: Any, tok: Any, data: Sequence[Encoded], c: Checked) -> list[list[float]]:

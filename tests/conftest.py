@@ -53,6 +53,7 @@ def tiny_cfg(method: str, tmp: Path, *extra: str) -> dict[str, Any]:
             "precision=fp32",
             "threads=1",
             "progress=false",
+            "isolate=false",  # in-process (run_one is called directly; the base evaluation too)
             f"results_dir={tmp}",
             "sweep_name=test",
             *extra,

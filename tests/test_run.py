@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,23 @@ def test_single_failed_run_exits_nonzero(tmp_path: Path) -> None:
     env.pop("BENCH_METHOD_PLUGINS")
     ok = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_isolated_runs_measure_the_base_in_a_child_process(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """With isolate=true the base evaluation runs in its own process, so no run's training
+    memory carries its residue; the second run of a cell reads the cache."""
+    from bench import evaluate
+
+    calls: list[str] = []
+
+    def child(fn: Any, *args: Any) -> None:  # same work, recorded instead of spawned
+        calls.append(fn.__name__)
+        fn(*args)
+
+    monkeypatch.setattr(evaluate, "_in_child", child)
+    a = run_one(tiny_cfg("lora", tmp_path, "isolate=true"))
+    b = run_one(tiny_cfg("freeze", tmp_path, "isolate=true"))
+    assert calls == ["_measure_base"]
+    assert not a["timing"]["before_cached"] and b["timing"]["before_cached"]
