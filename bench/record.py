@@ -142,6 +142,7 @@ class Record(Block):
     evaluated: Literal["all", "val"] | None = None  # val: only `validation` (an lr grid point)
     eval_version: str | None = None  # hash of eval settings + eval code (bench.evaluate)
     state: State | None = None
+    flags: list[str] | None = None  # failed to learn (bench/flags.py); [] = learned
     quality: Quality | None = None
     forgetting: dict[str, Any] | None = None
     repetition: dict[str, Any] | None = None

@@ -110,6 +110,28 @@ def test_seq_rep_and_distinct_hand_worked() -> None:
     assert out["loop_share"] == pytest.approx(0.5)  # [4]*5 loops; s ends 2,3,1,2: period 3 > 2
 
 
+def test_degeneration_ranks_collapse_as_repetitive() -> None:
+    """The headline must not reward a model that says the same thing to every prompt. Three
+    models, 4 prompts, 8 tokens each:
+    - varied: distinct texts, nothing repeated: seq_rep_4 = 0; bigrams 28, unique 28 -> 0.
+    - same: one repeat-free string for all 4: seq_rep_4 = 0 (what the old headline ranked best),
+      but distinct_2 = 7 unique / 28 = 0.25 -> degeneration 0.75, same_share 1.0: flagged.
+    - loop: each continuation one token 8 times: seq_rep_4 = 1 - 1/5 = 0.8, and 4 unique of 28
+      pooled bigrams -> 1 - 4/28 = 0.857 = degeneration -> flagged."""
+    varied = [list(range(10 * i, 10 * i + 8)) for i in range(4)]
+    same = [list(range(8))] * 4
+    loop = [[i] * 8 for i in range(4)]
+    v, s_, lp = (rep.sequence_level(x, tail=4, max_period=2) for x in (varied, same, loop))
+    assert v["degeneration"] == pytest.approx(0.0) and not v["degenerate"]
+    assert s_["seq_rep_4"] == pytest.approx(0.0)
+    assert s_["distinct_2"] == pytest.approx(7 / 28)
+    assert s_["degeneration"] == pytest.approx(0.75) and s_["same_share"] == 1.0
+    assert s_["degenerate"]
+    assert lp["seq_rep_4"] == pytest.approx(0.8) and lp["degeneration"] == pytest.approx(1 - 4 / 28)
+    assert lp["degenerate"] and lp["loop_share"] == 1.0
+    assert v["degeneration"] < s_["degeneration"] and v["degeneration"] < lp["degeneration"]
+
+
 def test_loop_detection() -> None:
     span = [7, 8, 9]
     looping = [1, 2, 3, 4, 5] + span * 11  # tail of 32 starts mid-span: still periodic
@@ -487,3 +509,23 @@ def test_probe_yaml_tasks_are_registered() -> None:
 
     names = set(task_manager().all_tasks)
     assert {TASK_PREFIX + p for p in available_probes()} <= names
+
+
+# ----------------------------------------------------------------------------- learning flags
+
+
+def test_learning_flags_hand_worked() -> None:
+    """40 steps: w = max(5, 4) = 5, a stretch needs max(5, 10) = 10 steps of rolling means above
+    the first window's mean (2.0)."""
+    from bench.flags import learning_flags, stuck
+
+    falls = [2.0] * 5 + [1.0] * 35
+    assert not stuck(falls)
+    spike = [2.0] * 5 + [1.0] * 10 + [9.0] * 2 + [1.0] * 23  # window means above 2 for 6 steps
+    assert not stuck(spike)
+    climbs = [2.0] * 5 + [1.5] * 10 + [5.0] * 25  # above from step 16 on: 25 rolling means
+    assert stuck(climbs)
+    curve = [[i + 1, v] for i, v in enumerate(climbs)]
+    assert learning_flags(curve, 3.0, 3.5) == ["val_loss_rose", "train_loss_stuck"]
+    assert learning_flags([[i + 1, v] for i, v in enumerate(falls)], 3.0, 2.0) == []
+    assert learning_flags([[1, 1.0]], 3.0, float("nan")) == ["val_loss_rose"]

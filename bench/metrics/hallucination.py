@@ -274,6 +274,9 @@ def evaluate(
         "accuracy": rates(ans, answerable=True)["accuracy"],
         "abstention_rate": rates(classes, answerable=False)["abstention_rate"],
         "hallucination_rate": rates(classes, answerable=False)["hallucination_rate"],
+        # a model that says nothing is not truthful: the share of empty answers, beside the rest
+        "empty_rate": rates(classes, answerable=False)["empty_rate"],
+        "n": len(qs),
         "answerable": rates(ans, answerable=True),
         "unanswerable": rates(una, answerable=False),
         "by_kind": {
@@ -283,6 +286,7 @@ def evaluate(
             )
             for k in dict.fromkeys(q.kind for q in qs)
         },
+        "classes": classes,  # per question, in question order (paired comparisons)
         "examples": [
             {"question": q.text, "answer": a, "gold": q.gold, "class": c}
             for q, a, c in list(zip(qs, answers, classes, strict=True))[::step]

@@ -11,6 +11,13 @@ Sequence level, on greedy continuations of held-out prefixes:
               at most `max_period` tokens repeated back to back (the first copy may be partial).
               Continuations shorter than `tail` never count as loops.
 
+Headline (what reports rank on), so that collapse cannot look like variety:
+  same_share  share of continuations equal to the most common one (1.0: one string for all)
+  degeneration = max(seq_rep_4, 1 - distinct_2): repetition within a continuation (loops) or
+              across continuations (the same text whatever the prompt); 0 = varied, 1 = one
+              repeated string
+  degenerate  flag: loop_share >= 0.5 or same_share >= 0.5 or degeneration >= DEGENERATE
+
 Token level, teacher-forced on held-out text (Welleck's rep/l and wrep/l; the text is the first
 `tf_tokens` tokens of `tf_documents` held-out Brown documents, scored as in nll.py): for every
 scored position t of a sequence x (the model predicts x_t from the true prefix x_<t), with the
@@ -26,6 +33,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
+
+DEGENERATE = 0.5  # degeneration at or above this flags a model (fluent text is ~0.1-0.3)
 
 
 def ngrams(tokens: Sequence[int], n: int) -> list[tuple[int, ...]]:
@@ -98,8 +107,23 @@ def sequence_level(
         out[f"distinct_{n}"] = distinct_n(continuations, n)
     loops = [is_loop(s, tail=tail, max_period=max_period) for s in continuations]
     out["loop_share"] = sum(loops) / len(loops) if loops else None
+    same = Counter(tuple(x) for x in continuations).most_common(1)
+    out["same_share"] = same[0][1] / len(continuations) if same else None
+    out.update(degeneration_of(out))
     out["n_continuations"] = len(continuations)
     out["mean_length"] = (
         sum(len(s) for s in continuations) / len(continuations) if continuations else 0.0
     )
     return out
+
+
+def degeneration_of(m: dict[str, Any]) -> dict[str, Any]:
+    """The headline score and flag (module doc) from seq_rep_4, distinct_2, loop_share and
+    same_share; None parts count as 0 (no n-gram: nothing repeated)."""
+    score = max(m.get("seq_rep_4") or 0.0, 1.0 - (m.get("distinct_2") or 1.0))
+    flag = (
+        (m.get("loop_share") or 0.0) >= 0.5
+        or (m.get("same_share") or 0.0) >= 0.5
+        or score >= DEGENERATE
+    )
+    return {"degeneration": score, "degenerate": flag}

@@ -33,7 +33,7 @@ class NLLSettings:
 class ProbeSettings:
     enabled: bool = True
     tasks: tuple[str, ...] = ("general_knowledge", "strategyqa", "qa_wikidata", "country_capitals")
-    limit: int | None = 20  # examples per probe (first N of a fixed shuffle); None = all
+    limit: int | None = 200  # examples per probe (first N of a fixed shuffle); None = all
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,10 @@ class RepetitionSettings:
 @dataclass(frozen=True)
 class HallucinationSettings:
     enabled: bool = True
-    n_capitals: int = 8
-    n_elements: int = 8
-    n_known_unknowns: int = 8
-    n_invented: int = 8
+    n_capitals: int = 60
+    n_elements: int = 60
+    n_known_unknowns: int = 23
+    n_invented: int = 57
     max_new_tokens: int = 8
 
 
