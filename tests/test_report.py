@@ -917,3 +917,35 @@ def test_sizes_and_merged_from_written_keys(tmp_path: Path) -> None:
     assert float(board["merged_tokens_per_s_mean"]) == 80.0
     (data,) = read_csv(out / "tables" / "data.csv")
     assert (data["n_train"], data["n_val"], data["n_test"]) == ("400", "50", "50")
+
+
+# ----------------------------------------------------------------------------- paired tests
+
+
+def test_paired_test_hand_worked() -> None:
+    """d = A - B = (1, 0, 0, 1): mean 0.5. The exact sign-flip distribution (16 flips, the two
+    zeros do not matter) gives means 0.5, 0, 0, -0.5 equally often, so the two-sided p-value is
+    P(|mean| >= 0.5) = 2/4."""
+    from bench.report.stats import example_means, paired
+
+    r = paired([[1, 0, 1, 1]], [[0, 0, 1, 0]])
+    assert (r.n_examples, r.n_seeds, r.diff) == (4, 1, 0.5)
+    assert r.p == pytest.approx(0.5)
+    assert r.low <= 0.5 <= r.high
+    same = paired([[1, 0, 1], [0, 0, 1]], [[1, 0, 1], [0, 0, 1]])
+    assert (same.diff, same.p, same.low, same.high) == (0.0, 1.0, 0.0, 0.0)
+    far = paired([[1.0] * 40, [1.0] * 40], [[0.0] * 40, [0.0] * 40])
+    assert far.diff == 1.0 and far.p < 1e-3 and far.low == far.high == 1.0
+    # seeds are averaged per example first: (1 + 0) / 2 and (1 + 1) / 2
+    assert example_means([[1, 1], [0, 1]]) == [0.5, 1.0]
+    with pytest.raises(ValueError, match="same ones"):
+        paired([[1, 0]], [[1, 0, 1]])
+
+
+def test_proportion_interval_is_wilsons() -> None:
+    from bench.report.stats import proportion_ci
+
+    lo, hi = proportion_ci(0, 200)  # a base model at the floor: 0/200
+    assert lo == 0.0 and hi == pytest.approx(3.8415 / (200 + 3.8415), rel=1e-3)
+    lo, hi = proportion_ci(42, 200)
+    assert lo < 0.21 < hi and hi - lo == pytest.approx(0.113, abs=0.002)

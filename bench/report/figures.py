@@ -310,3 +310,23 @@ def scaling_figure(
             ax.legend(loc="best")
         fig.suptitle(title)
         return fig
+
+
+def curves_figure(curves: Mapping[str, Sequence[Sequence[float]]], title: str) -> MplFigure:
+    """One training-loss line per run (step, loss), log-scaled when losses span a decade."""
+    with mpl.rc_context(_RC):
+        fig, (ax,) = _panels((8, 4), (0.8,))
+        lows, highs = [], []
+        for name, run in curves.items():
+            steps = [float(s) for s, _ in run]
+            vals = [float(v) for _, v in run]
+            ax.plot(steps, vals, lw=1.1, label=name)
+            lows.append(min(vals))
+            highs.append(max(vals))
+        if lows and min(lows) > 0 and max(highs) / min(lows) > 10:
+            ax.set_yscale("log")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.legend(loc="upper right", fontsize=7)
+        fig.suptitle(title)
+        return fig

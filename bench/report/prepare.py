@@ -58,25 +58,31 @@ class Data:
     labels: list[str]  # method labels, in the registry's order
     styles: dict[str, tuple[str, str]]
     cells: list[tuple[str, str]]  # (model, task), models by size
+    flagged: pd.DataFrame  # chosen runs that failed to learn: listed, not ranked
 
 
 def prepare(df: pd.DataFrame) -> Data:
     df = _derived(df)
     ok = df[df["status"] == "success"].copy()
-    ok["_val"] = col(ok, "quality.val_loss_after")
-    ok["_val"] = ok["_val"].fillna(np.inf)  # unmeasured validation never wins a choice
+    ok["_val"] = np.nan_to_num(col(ok, "d.val_loss_after"), nan=np.inf)  # unmeasured never wins
     ok = ok.sort_values([*KEYS, "_val", "run_id"], kind="stable")
     sizes = ok.groupby(KEYS, dropna=False)["run_id"].transform("size")
     ok["selected"] = ~ok.duplicated(KEYS, keep="first")
     candidates = ok[sizes > 1].drop(columns="_val")
     df["selected"] = df["run_id"].isin(ok.loc[ok["selected"], "run_id"])
-    kept = ok[ok["selected"]].drop(columns=["_val", "selected"])
+    # a chosen point only measured on validation (bench.evaluate not yet run) is not ranked
+    full = ok["quality.after"].notna() if "quality.after" in ok else False
+    chosen = ok[ok["selected"] & full].drop(columns=["_val", "selected"])
+    # runs that failed to learn (bench/flags.py) are listed with their curves, never ranked
+    flags = chosen["flags"] if "flags" in chosen else pd.Series(None, index=chosen.index)
+    bad = flags.map(lambda f: isinstance(f, list) and bool(f)).astype(bool)
+    kept, flagged = chosen[~bad], chosen[bad]
 
     labels = sorted(df["label"].unique(), key=methods.rank)
     size = df.groupby("model")["model_size"].max()
     models = sorted(df["model"].unique(), key=lambda m: (size_key(size.get(m)), m))
     cells = [(m, t) for m in models for t in sorted(df.loc[df["model"] == m, "task"].unique())]
-    return Data(df, kept, candidates, labels, F.style(labels), cells)
+    return Data(df, kept, candidates, labels, F.style(labels), cells, flagged)
 
 
 def _derived(df: pd.DataFrame) -> pd.DataFrame:
@@ -87,6 +93,9 @@ def _derived(df: pd.DataFrame) -> pd.DataFrame:
     df["task"] = df["task"].fillna("?")
     df["status"] = df["status"].fillna("unknown")  # NA would break boolean masks below
     df["d.quality_gain"] = col(df, "quality.after") - col(df, "quality.before")
+    # validation loss chooses between lr grid points (schema >= 3 `validation`, else quality's)
+    val = col(df, "validation.loss_after")
+    df["d.val_loss_after"] = np.where(np.isfinite(val), val, col(df, "quality.val_loss_after"))
     nll = col(df, "forgetting.nll_delta")
     df["d.nll_delta"] = np.where(
         np.isfinite(nll), nll, col(df, "forgetting.nll_after") - col(df, "forgetting.nll_before")

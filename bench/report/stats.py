@@ -1,10 +1,11 @@
-"""Seed statistics and Pareto fronts."""
+"""Seed statistics, paired tests over test examples (scipy.stats), and Pareto fronts."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,66 @@ def pareto_front(
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: (points[i][0], points[i][1], i))
+
+
+# ----------------------------------------------------------------------------- paired tests
+
+RESAMPLES = 9999  # bootstrap and permutation resamples: stated in the report
+SEED = 0  # fixed: a report is a pure function of its results folder
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A - B over test examples shared by both, each example averaged over the seeds first."""
+
+    n_examples: int
+    n_seeds: int  # seeds both have (per-example means use these)
+    diff: float  # mean of A - B
+    low: float  # 95% percentile-bootstrap interval of the mean difference
+    high: float
+    p: float  # two-sided paired permutation (sign-flip) test of mean difference 0
+
+
+def example_means(per_seed: Sequence[Sequence[float]]) -> list[float]:
+    """Per-example mean over seeds ([seed][example] -> [example])."""
+    n = len(per_seed[0])
+    if any(len(s) != n for s in per_seed):
+        raise ValueError("seeds disagree on the number of test examples")
+    return [math.fsum(s[i] for s in per_seed) / len(per_seed) for i in range(n)]
+
+
+def paired(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> Paired:
+    """Paired comparison of two methods' per-example scores ([seed][example], same examples in
+    the same order): scipy's paired bootstrap for the interval, and its paired permutation test
+    (random sign flips of the per-example differences) for the p-value."""
+    import numpy as np
+    from scipy import stats
+
+    x, y = np.asarray(example_means(a)), np.asarray(example_means(b))
+    if x.shape != y.shape:
+        raise ValueError(f"{x.size} vs {y.size} examples: a paired test needs the same ones")
+    d = x - y
+    n_seeds = min(len(a), len(b))
+    if not d.any():  # identical: no resample can differ (scipy would warn on a zero spread)
+        return Paired(d.size, n_seeds, 0.0, 0.0, 0.0, 1.0)
+
+    def mean_diff(u: Any, v: Any, axis: int = -1) -> Any:
+        return np.mean(u - v, axis=axis)
+
+    rng = np.random.default_rng(SEED)
+    common = {"vectorized": True, "n_resamples": RESAMPLES, "random_state": rng}
+    boot = stats.bootstrap((x, y), mean_diff, paired=True, method="percentile", **common)
+    test = stats.permutation_test((x, y), mean_diff, permutation_type="samples", **common)
+    ci = boot.confidence_interval
+    return Paired(d.size, n_seeds, float(d.mean()), float(ci.low), float(ci.high),
+                  float(test.pvalue))  # fmt: skip
+
+
+def proportion_ci(k: int, n: int) -> tuple[float, float]:
+    """Wilson 95% interval of a share k/n (scipy's binomial test)."""
+    from scipy import stats
+
+    if n == 0:
+        return math.nan, math.nan
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)

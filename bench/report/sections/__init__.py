@@ -15,7 +15,13 @@ from bench.report.sections.behaviour import hallucination, probes, repetition
 from bench.report.sections.eval_cost import eval_cost
 from bench.report.sections.leaderboards import leaderboards
 from bench.report.sections.provenance import provenance
-from bench.report.sections.runs import failures, method_notes, runs_table, selection
+from bench.report.sections.runs import (
+    failures,
+    method_notes,
+    not_learned,
+    runs_table,
+    selection,
+)
 from bench.report.sections.scaling import scaling
 
 __all__ = ["build_sections"]
@@ -31,5 +37,7 @@ def build_sections(
     sections += [repetition(d), hallucination(d), probes(d), eval_cost(d)]
     if len(d.candidates):
         sections.append(selection(d))
+    if len(d.flagged):
+        sections.append(not_learned(d))
     sections += [failures(d), method_notes(d)]
     return sections, [leaderboard_csv, runs_table(d)]

@@ -7,8 +7,8 @@ import pandas as pd
 from bench.report.doc import Section, Table, num, stat
 from bench.report.prepare import Data, groups, keys_under, probe_names, stat_of
 
-REP_SHOWN = ("seq_rep_4", "rep_32", "wrep_32", "distinct_2", "loop_share")
-HAL_SHOWN = ("accuracy", "abstention_rate", "hallucination_rate")
+REP_SHOWN = ("degeneration", "seq_rep_4", "distinct_2", "same_share", "loop_share", "rep_32")
+HAL_SHOWN = ("accuracy", "abstention_rate", "hallucination_rate", "empty_rate")
 
 
 def _before_after_table(

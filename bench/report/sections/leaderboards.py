@@ -36,7 +36,11 @@ METRICS: list[tuple[str, str, str]] = [
     ("nll_delta", "d.nll_delta", "num"),
     ("probe_drop", "forgetting.mean_relative_drop", "num"),
     ("seq_rep_4_after", "repetition.after.seq_rep_4", "num"),
+    # the repetition headline: max(seq_rep_4, 1 - distinct_2), so collapse ranks as repetitive
+    ("degeneration_after", "repetition.after.degeneration", "num"),
     ("hallucination_rate_after", "hallucination.after.hallucination_rate", "num"),
+    ("empty_rate_after", "hallucination.after.empty_rate", "num"),
+    ("answer_bpb_after", "quality.answer_bpb_after", "num"),
     ("peak_memory_bytes", "memory.peak_bytes", "bytes"),
     ("mean_memory_bytes", "memory.mean_bytes", "bytes"),
     ("p99_memory_bytes", "memory.p99_bytes", "bytes"),
@@ -51,7 +55,7 @@ METRICS: list[tuple[str, str, str]] = [
     ("final_train_loss", "train.final_loss", "num"),
 ]
 # Display columns after the quality ones (the order of the rows built in _rows).
-_COLUMNS = ("ΔNLL", "Probe drop", "Seq-rep-4", "Halluc. rate", "Peak memory", "Train tok/s",
+_COLUMNS = ("ΔNLL", "Probe drop", "Degeneration", "Halluc. rate", "Peak memory", "Train tok/s",
             "Trainable", "Adapter")  # fmt: skip
 # Per label in one cell: its counted runs, their statistics, the number of failed runs.
 PerLabel = dict[str, tuple[pd.DataFrame, dict[str, Stat], int]]
@@ -163,7 +167,7 @@ def _rows(model: str, task: str, per: PerLabel) -> tuple[list[dict[str, Any]], l
                 stat(s["quality_gain"], "num", n),
                 stat(s["nll_delta"], "num", n),
                 stat(s["probe_drop"], "num", n),
-                stat(s["seq_rep_4_after"], "num", n),
+                stat(s["degeneration_after"], "num", n),
                 stat(s["hallucination_rate_after"], "num", n),
                 stat(s["peak_memory_bytes"], "bytes", n),
                 stat(s["train_tokens_per_s"], "sig", n),

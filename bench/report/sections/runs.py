@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from bench import methods
+from bench.report import figures as F
 from bench.report.doc import DASH, Section, Table, finite, num
 from bench.report.prepare import Data
 
@@ -35,7 +38,7 @@ def selection(d: Data) -> Section:
             str(r["seed"]),
             r["run_id"],
             lr_of(r),
-            num(r["quality.val_loss_after"]),
+            num(r["d.val_loss_after"]),
             "yes" if r["selected"] else "",
         ]
         for _, r in c.iterrows()
@@ -48,7 +51,7 @@ def selection(d: Data) -> Section:
             "seed": c["seed"],
             "run_id": c["run_id"],
             "lr": [lr_of(r) for _, r in c.iterrows()],
-            "val_loss_after": c["quality.val_loss_after"],
+            "val_loss_after": c["d.val_loss_after"],
             "selected": c["selected"],
         }
     )
@@ -162,3 +165,33 @@ def runs_table(d: Data) -> Table:
         data.rename(columns=lambda c: "method" if c == "label" else c.removeprefix("d.")),
         tex=False,
     )
+
+
+def not_learned(d: Data) -> Section:
+    """Chosen, fully evaluated runs flagged as failing to learn (bench/flags.py), with their
+    training curves: they are left out of every leaderboard."""
+    f = d.flagged.sort_values(ORDER, kind="stable")
+    rows, curves = [], {}
+    for _, r in f.iterrows():
+        curve = r.get("train.loss_curve")
+        first_loss = curve[0][1] if isinstance(curve, list) and curve else float("nan")
+        rows.append([r["model"], r["task"], r["label"], str(r["seed"]), ", ".join(r["flags"]),
+                     f"{num(r.get('validation.loss_before'))} → {num(r['d.val_loss_after'])}",
+                     f"{num(first_loss)} → {num(r.get('train.final_loss'))}"])  # fmt: skip
+        if isinstance(curve, list):
+            curves[f"{r['label']} · {r['task']} · s{r['seed']}"] = curve
+    data = pd.DataFrame({"model": f["model"], "task": f["task"], "method": f["label"],
+                         "seed": f["seed"], "run_id": f["run_id"],
+                         "flags": f["flags"].map(",".join)})  # fmt: skip
+    cols = ["Model", "Task", "Method", "Seed", "Flags", "Val loss", "Train loss"]
+    blocks: list[Any] = [
+        f"{len(f)} chosen run(s) failed to learn: validation loss after training above the base "
+        "model's, or a training loss that stayed above its start for a sustained stretch "
+        "(bench/flags.py). They are not ranked in the leaderboards.",
+        Table("not_learned", "Runs that failed to learn.", cols, rows, data),
+    ]
+    if curves:
+        caption = "Training loss of each run above, per optimizer step (one line per run)."
+        fig = F.curves_figure(curves, "Runs that failed to learn")
+        blocks.append(F.figure("not_learned_curves", caption, fig))
+    return Section("Runs that failed to learn", "not-learned", blocks)
