@@ -53,10 +53,10 @@ format: $(STAMP) ## apply ruff formatting
 models: setup ## pretrain the small model ladder (cached by config hash)
 	$(PY) -m bench.ladder
 
-sweep: setup ## prepare only the sweep's models, run it (SWEEP=default|smoke|paper), write its report
+sweep: setup ## prepare only the sweep's models, run its phases (SWEEP=default|smoke|paper), write its report
 	$(PY) -m bench.sweep prepare $(SWEEP)
 	@# the report is written even when a cell failed; the sweep's exit status is kept
-	status=0; $(PY) -m bench.run -m +sweep=$(SWEEP) || status=$$?; \
+	status=0; $(PY) -m bench.sweep run $(SWEEP) || status=$$?; \
 	$(PY) -m bench.report --sweep $(SWEEP) --logger $(strip $(LOGGER)) && exit $$status
 
 report: $(STAMP) ## write reports/$(SWEEP)/ from results/$(SWEEP)/

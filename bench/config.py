@@ -86,7 +86,10 @@ class RunConfig(Strict):
     progress: bool
     force: bool
     isolate: bool
-    lr_index: NonNegativeInt | None = None  # sweeps with an lr grid: the point this run uses
+    # sweeps with an lr grid: the point this run uses; "chosen": the point seed 0 chose on
+    # validation loss (bench.reevaluate.chosen_point)
+    lr_index: NonNegativeInt | Literal["chosen"] | None
+    phases: list[Any] | None  # a named sweep's steps (bench.sweep.run_phases)
     eval_scope: Literal["all", "val"]
     state: StateConfig
 
@@ -162,6 +165,9 @@ def check(cfg_in: Any) -> Checked:
     _check_groups(cfg)
     device = _device(cfg["device"])
     cfg["precision"] = resolve_precision(cfg["precision"], device)
+    if cfg.get("lr_index") == "chosen":  # after precision: grid records store it resolved
+        _resolve_chosen(cfg)
+        train = parse_config(TrainConfig, cfg["train"], "train")
     _check_writable(Path(cfg["results_dir"]) / cfg["sweep_name"])
     return Checked(cfg, budget, train, ev, device)
 
@@ -176,3 +182,12 @@ def _check_writable(folder: Path) -> None:
             pass
     except OSError as e:
         raise ConfigError(f"results_dir: cannot write records to {folder}: {e}") from None
+
+
+def _resolve_chosen(cfg: dict[str, Any]) -> None:
+    """lr_index=chosen -> the grid point seed 0 chose, so this run's id is a plain grid point's."""
+    from bench.reevaluate import chosen_point
+
+    idx = chosen_point(cfg)
+    cfg["lr_index"] = idx
+    cfg["train"] = {**cfg["train"], "lr": cfg["method"]["lr_grid"][idx]}

@@ -33,6 +33,31 @@ def lr_group(cfg: dict[str, Any]) -> str:
     return config_hash(view, 16)
 
 
+def chosen_point(cfg: dict[str, Any]) -> int:
+    """The lr_index of the grid point with the lowest validation loss among this config's
+    finished seed-0 runs (the same settings but the learning rate) in its results folder."""
+    from bench.methods import ConfigError
+    from bench.record import read
+
+    folder = Path(cfg["results_dir"]) / cfg["sweep_name"]
+    key = lr_group({**cfg, "seed": 0})
+    points = []
+    for p in sorted(folder.glob("*.json")):
+        r = read(p)
+        if r is not None and r.status == "success" and r.seed == 0 and lr_group(r.config) == key:
+            points.append(r.dump())
+    if not points:
+        raise ConfigError(
+            f"lr_index=chosen: no finished seed-0 grid point of this setting in {folder}; "
+            "run the grid first (the sweep's first phase)"
+        )
+    best = min(points, key=_val_after)
+    idx = best["config"].get("lr_index")
+    if idx is None or _val_after(best) == float("inf"):
+        raise ConfigError(f"lr_index=chosen: {best['run_id']} has no lr_index or validation loss")
+    return int(idx)
+
+
 def needs(rec: dict[str, Any], c: Checked, scope: str) -> str | None:
     """The evaluation ('all' or 'val') a finished record needs to reach `scope` under config `c`,
     or None when it is up to date. Records older than eval versions count as stale."""
@@ -168,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--override", action="append", default=[], help="Hydra override, repeatable")
     ap.add_argument("--dry-run", action="store_true", help="list what would be evaluated")
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=1, help="records evaluated in parallel processes")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per evaluation")
     a = ap.parse_args(argv)
     folder = Path(a.results_dir) / a.sweep
     if not folder.is_dir():
@@ -179,26 +205,54 @@ def main(argv: list[str] | None = None) -> None:
         for p, _, _, need in todo:
             print(f"  {need:4s} {p.name}")
         return
-    if a.threads:
-        import torch
-
-        torch.set_num_threads(a.threads)
-    failed = _run(todo)
+    failed = _run(todo, max(1, a.jobs), a.threads)
     sys.exit(1 if failed else 0)
 
 
-def _run(todo: list[tuple]) -> int:
-    t0, failed = time.time(), 0
-    for k, (p, rec, c, need) in enumerate(todo, 1):
+def _one(path: str, rec: dict[str, Any], raw: dict[str, Any], threads: int | None) -> None:
+    """One re-evaluation in a worker process (its own memory, its own thread count)."""
+    import torch
+
+    from bench import config
+
+    if threads:
+        torch.set_num_threads(threads)
+    reevaluate_one(Path(path), rec, config.check(raw))
+
+
+def _run(todo: list[tuple], jobs: int, threads: int | None) -> int:
+    """Evaluate every planned record, `jobs` at a time, each in a fresh process; one failure
+    never stops the others. Returns the number that failed."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    t0, failed, done = time.time(), 0, 0
+
+    def report(p: Path, need: str, err: BaseException | None) -> None:
+        nonlocal failed, done
+        done += 1
+        failed += err is not None
+        status = "ok" if err is None else f"{type(err).__name__}: {err}"
         el = time.time() - t0
-        eta = el / (k - 1) * (len(todo) - k + 1) if k > 1 else float("nan")
-        print(f"[evaluate] {k}/{len(todo)} {need} {p.stem}  elapsed {el:.0f}s  eta {eta:.0f}s",
-              flush=True)  # fmt: skip
-        try:
-            reevaluate_one(p, rec, c)
-        except Exception as e:  # one bad record never stops the others
-            failed += 1
-            print(f"[evaluate] {p.stem}: {type(e).__name__}: {e}", flush=True)
+        eta = el / done * (len(todo) - done)  # completions already reflect `jobs`
+        print(f"[evaluate] {done}/{len(todo)} {need} {p.stem}: {status}  elapsed {el:.0f}s  "
+              f"eta {eta:.0f}s", flush=True)  # fmt: skip
+
+    if jobs == 1:  # in this process: no start-up cost per record
+        for p, rec, c, need in todo:
+            try:
+                _one(str(p), rec, c.raw, threads)
+                report(p, need, None)
+            except Exception as e:  # a failed record is reported, the others go on
+                report(p, need, e)
+    else:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(_one, str(p), rec, c.raw, threads): (p, need)
+                       for p, rec, c, need in todo}  # fmt: skip
+            for fut in as_completed(futures):
+                err = fut.exception()
+                report(*futures[fut], err)
     print(f"[evaluate] done in {time.time() - t0:.0f}s: {len(todo) - failed} evaluated, "
           f"{failed} failed", flush=True)  # fmt: skip
     return failed

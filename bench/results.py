@@ -21,7 +21,7 @@ from bench.precision import timing_flags
 
 # Settings that do not change a run's result: where it is written and how it is logged.
 NON_RESULT_KEYS = (
-    "logger", "sweep_name", "results_dir", "progress", "force", "isolate", "hydra",
+    "logger", "sweep_name", "results_dir", "progress", "force", "isolate", "hydra", "phases",
 )  # fmt: skip
 PACKAGES = (
     "torch",

@@ -266,13 +266,64 @@ def prepare(name: str) -> None:
         print(f"[sweep] {name}: model {cfg['name']} -> {models.model_dir(cfg)}", flush=True)
 
 
-if __name__ == "__main__":  # `python -m bench.sweep prepare NAME`
+def sweep_phases(name: str) -> tuple[list[Any], int, int | None]:
+    """A named sweep's `phases` (multirun override lists, or "evaluate"; one plain multirun when
+    it declares none), its parallel workers and its torch threads per run."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
+    phases = OmegaConf.to_container(cfg, resolve=False).get("phases")  # type: ignore[union-attr]
+    jobs = int(OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=1) or 1)
+    return (list(phases) if phases else [[]]), max(jobs, 1), cfg.get("threads")
+
+
+def run_phases(name: str, extra: list[str]) -> int:
+    """`make sweep`: each phase in order, all of them even after a failed run (a failure is a
+    result); the exit status is 1 when any phase reported a failure."""
+    import subprocess
+    import sys
+
+    status = 0
+    phases, jobs, threads = sweep_phases(name)
+    for k, phase in enumerate(phases, 1):
+        if phase == "evaluate":  # as many at a time, on as many threads, as the runs use
+            par = ["--jobs", str(jobs), *(["--threads", str(threads)] if threads else [])]
+            par += _eval_args(extra)
+            cmd = [sys.executable, "-m", "bench.evaluate", "--sweep", name, *par]
+        else:
+            cmd = [sys.executable, "-m", "bench.run", "-m", f"+sweep={name}", *phase, *extra]
+        print(f"[sweep] {name}: phase {k}/{len(phases)}: {' '.join(cmd[2:])}", flush=True)
+        status |= subprocess.call(cmd) != 0
+    return int(status)
+
+
+def _eval_args(extra: list[str]) -> list[str]:
+    """Command-line overrides a re-evaluation needs too (where results live, eval settings)."""
+    keep = ("eval=", "eval.", "train.eval_batch_size=")
+    out: list[str] = []
+    for o in extra:
+        if o.startswith("results_dir="):
+            out += ["--results-dir", o.split("=", 1)[1]]
+        elif o.startswith(keep):
+            out += ["--override", o]
+    return out
+
+
+if __name__ == "__main__":  # `python -m bench.sweep prepare|run NAME [overrides]`
     import argparse
     import os
+    import sys
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ap = argparse.ArgumentParser(description="sweep helpers")
-    ap.add_argument("action", choices=["prepare"])
+    ap.add_argument("action", choices=["prepare", "run"])
     ap.add_argument("sweep")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides for every phase (run)")
     a = ap.parse_args()
-    prepare(a.sweep)
+    if a.action == "prepare":
+        prepare(a.sweep)
+    else:
+        sys.exit(run_phases(a.sweep, a.overrides))

@@ -109,3 +109,36 @@ def test_lr_grid_fully_evaluates_only_the_point_chosen_on_validation(tmp_path: P
         assert r["evaluated"] == ("all" if i == best else "val"), (i, best)
         assert (r["quality"] is not None) == (i == best)
         assert r["validation"] == recs[i]["validation"]  # selection evidence is not rewritten
+
+
+def test_lr_index_chosen_is_seed_zeros_best_grid_point(tmp_path: Path) -> None:
+    """Phase 3 of the default protocol: other seeds train at the point seed 0 chose on
+    validation loss; without a finished grid the config check says what to run first."""
+    from bench.methods import ConfigError
+    from bench.sweep import sweep_phases
+
+    # precision=auto: the check resolves it before it looks the grid up (records store it resolved)
+    grid, g = [1e-5, 1e-3, 3e-2], "method.lr_grid=[1e-5,1e-3,3e-2]"
+    recs = [
+        run_one(
+            tiny_cfg(
+                "lora",
+                tmp_path,
+                "eval_scope=val",
+                g,
+                "precision=auto",
+                f"lr_index={i}",
+                f"train.lr={lr}",
+            )
+        )
+        for i, lr in enumerate(grid)
+    ]
+    best = min(range(3), key=lambda i: recs[i]["validation"]["loss_after"])
+    c = check(tiny_cfg("lora", tmp_path, "seed=1", "lr_index=chosen", g, "precision=auto"))
+    assert c.raw["lr_index"] == best and c.raw["train"]["lr"] == grid[best] == c.lr
+    with pytest.raises(ConfigError, match="lr_index=chosen: no finished seed-0"):
+        check(tiny_cfg("lora", tmp_path, "lr_index=chosen", "sweep_name=empty"))
+    phases, jobs, threads = sweep_phases("default")
+    assert phases[1] == "evaluate" and "lr_index=chosen" in phases[2] and len(phases) == 3
+    assert (jobs, threads) == (2, 1)  # the evaluate phase runs as the runs do
+    assert sweep_phases("smoke")[0] == [[]]
