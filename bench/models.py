@@ -163,7 +163,8 @@ def model_info(cfg: Mapping[str, Any]) -> ModelInfo:
         )
     arch = cfg.get("arch")
     if arch:  # declared in the YAML: validation needs no download or conversion
-        a = dict(arch)
+        fields = set(ModelInfo.__dataclass_fields__)  # the rest is shape detail (gpu_check)
+        a = {k: v for k, v in dict(arch).items() if k in fields}
         if "module_names" in a:
             a["module_names"] = tuple(a["module_names"])
         return ModelInfo(**a)
