@@ -949,3 +949,34 @@ def test_proportion_interval_is_wilsons() -> None:
     assert lo == 0.0 and hi == pytest.approx(3.8415 / (200 + 3.8415), rel=1e-3)
     lo, hi = proportion_ci(42, 200)
     assert lo < 0.21 < hi and hi - lo == pytest.approx(0.113, abs=0.002)
+
+
+def test_cell_tests_mark_the_best_and_the_floor() -> None:
+    """Three methods on 40 shared examples, two seeds each, base at 0/40. 'a' gets 30 right,
+    'b' 29 of those (one example apart: cannot be told from 'a'), 'full' 5: clearly worse.
+    The base's Wilson interval ends at 0.088, so the cell has signal; with every method at 0 it
+    has none."""
+    import pandas as pd
+
+    from bench.report.sections import significance as sig
+
+    def rows(k: int) -> pd.DataFrame:
+        after = [1.0] * k + [0.0] * (40 - k)
+        return pd.DataFrame(
+            {
+                "quality.per_example.after.score": [after, after],
+                "quality.per_example.before.score": [[0.0] * 40] * 2,
+            }
+        )
+
+    per = {"a": (rows(30), None, 0), "b": (rows(29), None, 0), "full": (rows(5), None, 0)}
+    t = sig.cell_tests(per)
+    assert t.best == "a" and t.signal and t.base_high == pytest.approx(3.8415 / 43.8415, 1e-3)
+    assert sig.mark(t, "a") == "best"
+    assert t.vs_best["b"].p >= sig.ALPHA and sig.mark(t, "b").startswith("≈ best")
+    assert t.vs_best["full"].p < 1e-3 and t.vs_best["full"].diff == pytest.approx(-25 / 40)
+    assert sig.csv_fields(t, "b")["indistinguishable_from_best"]
+    assert not sig.csv_fields(t, "full")["indistinguishable_from_best"]
+    assert sig.csv_fields(t, "a")["diff_vs_full"] == pytest.approx(25 / 40)
+    floor = {k: (rows(0), None, 0) for k in ("a", "full")}
+    assert not sig.cell_tests(floor).signal

@@ -25,6 +25,7 @@ from bench.report.doc import (
 from bench.report.frame import slug
 from bench.report.prepare import NLL_LABEL, Data, cell_of, first, stat_of
 from bench.report.render import anchor
+from bench.report.sections import significance as sig
 from bench.report.stats import Stat
 
 # Leaderboard metrics: (key in CSV, DataFrame column, display kind).
@@ -74,11 +75,12 @@ def leaderboards(d: Data) -> tuple[list[Section], Table]:
             "One table per model and task: methods sorted by test quality after fine-tuning. "
             "Forgetting is the change in mean per-token NLL on held-out general text (positive = "
             "worse) and the mean relative drop of the general-ability probes (positive = worse). "
-            "Repetition is seq-rep-4 of greedy continuations, hallucination the rate of confident "
-            "wrong answers, both after fine-tuning. Memory is the peak over training minus the "
-            "pre-run baseline; trainable is the share of all parameters trained; adapter is the "
-            "size of the saved trainable state. All leaderboards in one machine-readable file: "
-            "tables/leaderboard.csv.",
+            "Repetition is the degeneration of greedy continuations (max of seq-rep-4 within a "
+            "continuation and 1 - distinct-2 across all of them), hallucination the rate of "
+            "confident wrong answers, both after fine-tuning. Memory is the peak over training "
+            "minus the pre-run baseline; trainable is the share of all parameters trained; "
+            "adapter is the size of the saved trainable state. All leaderboards in one machine-"
+            "readable file: tables/leaderboard.csv.",
         ],
     )
     out = [intro]
@@ -87,7 +89,7 @@ def leaderboards(d: Data) -> tuple[list[Section], Table]:
         section, rows = _cell(d, model, task)
         out.append(section)
         all_rows += rows
-    cols = ["model", "task", "method", "n", "n_failed"] + [
+    cols = ["model", "task", "method", "n", "n_failed", *sig.CSV_KEYS] + [
         f"{k}_{s}" for k, _, _ in METRICS for s in ("mean", "ci95", "n")
     ]
     csv = Table(
@@ -113,14 +115,27 @@ def _cell(d: Data, model: str, task: str) -> tuple[Section, list[dict[str, Any]]
         + (f" ({num(n_test, 0)} examples)." if finite(n_test) else ".")
     )
     per = _per_label(d.labels, all_runs, ok)
+    tests = sig.cell_tests(per)
     if ok.empty:
         sec.blocks.append(Note("No successful runs for this model and task."))
-    csv_rows, disp = _rows(model, task, per)
+    elif tests.best is not None and not tests.signal:
+        sec.blocks.append(Note(
+            f"No task-metric signal: no method beats the base model's {metric} beyond its 95% "
+            f"interval (upper end {num(tests.base_high)}); methods are ranked by answer bits "
+            "per byte on the test split instead (lower is better)."))  # fmt: skip
+    csv_rows, disp = _rows(model, task, per, tests)
     sec.blocks.append(
         Table(
             f"leaderboard__{name}",
-            f"{model} × {task}: mean ± 95% t-interval over n seeds.",
-            ["Method", "n", f"{metric} before → after", f"Δ {metric}", *_COLUMNS],
+            f"{model} × {task}: mean ± 95% t-interval over n seeds. {sig.METHOD_NOTE}",
+            [
+                "Method",
+                "n",
+                f"{metric} before → after",
+                f"Δ {metric}",
+                "vs best (paired)",
+                *_COLUMNS,
+            ],
             disp,
             pd.DataFrame(csv_rows, columns=list(csv_rows[0]) if csv_rows else None),
         )
@@ -141,9 +156,18 @@ def _per_label(labels: list[str], all_runs: pd.DataFrame, ok: pd.DataFrame) -> P
     return per
 
 
-def _rows(model: str, task: str, per: PerLabel) -> tuple[list[dict[str, Any]], list[list[str]]]:
-    """CSV records and display rows, best quality after first (unmeasured last)."""
-    order = sorted(per, key=lambda k: (-_nan_low(per[k][1]["quality_after"].mean), methods.rank(k)))
+def _rows(
+    model: str, task: str, per: PerLabel, tests: sig.CellTests
+) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """CSV records and display rows, best quality after first (unmeasured last); in a cell with
+    no task-metric signal, lowest answer bits per byte first."""
+
+    def key(k: str) -> tuple[float, tuple[int, str]]:
+        if tests.best is not None and not tests.signal:
+            return (-_nan_low(-per[k][1]["answer_bpb_after"].mean), methods.rank(k))
+        return (-_nan_low(per[k][1]["quality_after"].mean), methods.rank(k))
+
+    order = sorted(per, key=key)
     csv_rows, disp = [], []
     for label in order:
         rows, s, failed = per[label]
@@ -154,9 +178,10 @@ def _rows(model: str, task: str, per: PerLabel) -> tuple[list[dict[str, Any]], l
             "method": label,
             "n": n,
             "n_failed": failed,
+            **sig.csv_fields(tests, label),
         }
-        for key, _, _ in METRICS:
-            rec |= {f"{key}_mean": s[key].mean, f"{key}_ci95": s[key].half, f"{key}_n": s[key].n}
+        for m, _, _ in METRICS:
+            rec |= {f"{m}_mean": s[m].mean, f"{m}_ci95": s[m].half, f"{m}_n": s[m].n}
         csv_rows.append(rec)
         q_before = num(s["quality_before"].mean)
         disp.append(
@@ -165,6 +190,7 @@ def _rows(model: str, task: str, per: PerLabel) -> tuple[list[dict[str, Any]], l
                 str(n) + (f" ({failed} failed)" if failed else ""),
                 f"{q_before} → {stat(s['quality_after'], 'num', n)}",
                 stat(s["quality_gain"], "num", n),
+                sig.mark(tests, label),
                 stat(s["nll_delta"], "num", n),
                 stat(s["probe_drop"], "num", n),
                 stat(s["degeneration_after"], "num", n),
