@@ -977,6 +977,6 @@ def test_cell_tests_mark_the_best_and_the_floor() -> None:
     assert t.vs_best["full"].p < 1e-3 and t.vs_best["full"].diff == pytest.approx(-25 / 40)
     assert sig.csv_fields(t, "b")["indistinguishable_from_best"]
     assert not sig.csv_fields(t, "full")["indistinguishable_from_best"]
-    assert sig.csv_fields(t, "a")["diff_vs_full"] == pytest.approx(25 / 40)
+    assert sig.csv_fields(t, "a")["diff_vs_baseline"] == pytest.approx(25 / 40)
     floor = {k: (rows(0), None, 0) for k in ("a", "full")}
     assert not sig.cell_tests(floor).signal

@@ -97,6 +97,7 @@ class Method:
     wants_tokenizer: ClassVar[bool] = False  # apply() needs the model's tokenizer folder
     swept: ClassVar[bool] = True  # in every method sweep (False: needs settings of its own)
     quantized: ClassVar[bool] = False  # loads a quantized base (the GPU check's kernel section)
+    baseline: ClassVar[bool] = False  # the method every other is compared with in reports
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
         """Raise ConfigError naming the key and the valid choices."""
@@ -163,6 +164,11 @@ def swept() -> list[str]:
     """The methods every method sweep runs, in report order (conf/sweep/*.yaml list these)."""
     _import_all()
     return sorted((n for n, m in _REGISTRY.items() if m.swept), key=lambda n: rank(n))
+
+
+def baseline() -> str | None:
+    """The reports' reference method (full fine-tuning), if one is registered."""
+    return next((n for n in swept() if _REGISTRY[n].baseline), None)
 
 
 def quantized() -> list[str]:

@@ -12,6 +12,7 @@ from bench.methods import Method, dir_bytes, register
 class Full(Method):
     name = "full"
     order = 0
+    baseline = True  # reports compare every method with it
     note = (
         "Full fine-tuning: every parameter is trained. The reference for quality and the upper "
         "bound on memory (weights, gradients and two AdamW moments for every parameter)."

@@ -10,17 +10,17 @@ from typing import Any
 
 import pandas as pd
 
+from bench import methods
 from bench.report.stats import RESAMPLES, Paired, paired, proportion_ci
 
 ALPHA = 0.05  # "cannot be told apart from the best": the paired test's p >= ALPHA
-FULL = "full"  # the baseline every method is also compared with
 
 
 @dataclass(frozen=True)
 class CellTests:
     best: str | None  # highest mean quality after fine-tuning
     vs_best: dict[str, Paired]
-    vs_full: dict[str, Paired]
+    vs_baseline: dict[str, Paired]  # vs full fine-tuning (methods.baseline())
     signal: bool  # some method beats the base beyond the base's 95% interval
     base_high: float  # upper end of the base model's Wilson interval
 
@@ -44,8 +44,9 @@ def cell_tests(per: dict[str, tuple[pd.DataFrame, Any, int]]) -> CellTests:
     means = {k: sum(map(sum, v)) / sum(map(len, v)) for k, v in scores.items() if v}
     best = max(means, key=lambda k: (means[k], k)) if means else None
     vs_best = {k: t for k in means if best and (t := _test(scores[k], scores[best])) is not None}
-    vs_full = {k: t for k in means if FULL in means and k != FULL
-               and (t := _test(scores[k], scores[FULL])) is not None}  # fmt: skip
+    ref = methods.baseline()
+    vs_baseline = {k: t for k in means if ref in means and k != ref
+                   and (t := _test(scores[k], scores[ref])) is not None}  # fmt: skip
     base = next((per_seed(r, "before")[:1] for r, _, _ in per.values() if per_seed(r, "before")),
                 [])  # fmt: skip
     if base and all(x in (0.0, 1.0) for x in base[0]):
@@ -53,7 +54,7 @@ def cell_tests(per: dict[str, tuple[pd.DataFrame, Any, int]]) -> CellTests:
     else:
         high = math.nan
     signal = bool(means) and math.isfinite(high) and max(means.values()) > high
-    return CellTests(best, vs_best, vs_full, signal, high)
+    return CellTests(best, vs_best, vs_baseline, signal, high)
 
 
 def mark(t: CellTests, label: str) -> str:
@@ -71,7 +72,7 @@ def mark(t: CellTests, label: str) -> str:
 
 def csv_fields(t: CellTests, label: str) -> dict[str, Any]:
     out: dict[str, Any] = {"best": label == t.best, "signal": t.signal}
-    for name, tests in (("best", t.vs_best), ("full", t.vs_full)):
+    for name, tests in (("best", t.vs_best), ("baseline", t.vs_baseline)):
         p = tests.get(label)
         out |= {f"diff_vs_{name}": p.diff if p else math.nan,
                 f"diff_vs_{name}_low": p.low if p else math.nan,
@@ -84,7 +85,7 @@ def csv_fields(t: CellTests, label: str) -> dict[str, Any]:
 
 
 CSV_KEYS = ["best", "signal", "indistinguishable_from_best"] + [
-    f"{k}_vs_{n}{s}" for n in ("best", "full") for k, s in
+    f"{k}_vs_{n}{s}" for n in ("best", "baseline") for k, s in
     (("diff", ""), ("diff", "_low"), ("diff", "_high"), ("p", ""))
 ]  # fmt: skip
 
