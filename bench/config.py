@@ -27,6 +27,7 @@ from bench.metrics.settings import EvalSettings
 from bench.metrics.settings import parse as parse_eval
 from bench.precision import resolve_precision
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
 OPTIMIZERS = ("auto", "adamw", "paged_adamw_32bit", "paged_adamw_8bit")
 
 
@@ -42,7 +43,7 @@ class BudgetConfig(Strict):
     @model_validator(mode="after")
     def _time_needs_seconds(self) -> BudgetConfig:
         if self.kind == "time" and self.seconds is None:
-            raise ValueError("budget.seconds is required when budget.kind=time")
+            raise ValueError("budget.seconds: required when budget.kind=time (seconds > 0)")
         return self
 
 
@@ -59,6 +60,53 @@ class LoggerConfig(Strict):
     mode: Literal["none", "offline", "online"]
     project: str
     entity: str | None
+
+
+class ModelConfig(Strict):
+    """Keys of conf/model/*.yaml; which ones a model needs depends on its kind (bench/models)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str  # checked against models.MODEL_KINDS, with the valid list, in _check_groups
+    source: str | None = None
+    notes: str | None = None
+    arch: dict[str, Any] | None = None  # declared shapes: config checks need no download
+    trust_remote_code: bool = False  # run a hub repo's own Python code: only if one opts in
+    allow_pickle_weights: bool = False  # accept .bin (pickle) weights, not only safetensors
+    hub_id: str | None = None  # kind=hub
+    rung: str | None = None  # kind=ladder
+    asset: str | None = None  # kind=gguf
+    gguf_dir: str | None = None
+    gguf_file: str | None = None
+    revision: NonNegativeInt | None = None
+    tokenizer_fix: dict[str, Any] | None = None
+    hidden_size: PositiveInt | None = None  # kind=tiny: the random model's shape
+    intermediate_size: PositiveInt | None = None
+    num_layers: PositiveInt | None = None
+    num_heads: PositiveInt | None = None
+    num_kv_heads: PositiveInt | None = None
+    init_seed: NonNegativeInt | None = None
+
+
+# What each model kind cannot do without (the others are optional or belong to other kinds).
+MODEL_NEEDS = {
+    "tiny": ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads"),
+    "gguf": ("asset", "gguf_dir", "gguf_file"),
+    "ladder": ("rung",),
+    "hub": ("hub_id",),
+}
+
+
+class TaskConfig(Strict, extra="allow"):
+    """Keys every task has; a task's own keys (e.g. its subsets) are those of its YAML file."""
+
+    name: str
+    template: str = Field(min_length=1)
+    n_train: PositiveInt
+    n_val: PositiveInt
+    n_test: PositiveInt
+    split_seed: NonNegativeInt
+    max_new_tokens: PositiveInt
+    seq_len: PositiveInt
 
 
 class StateConfig(Strict):
@@ -137,16 +185,43 @@ def _device(requested: str) -> str:
     return requested
 
 
-def _check_groups(cfg: Mapping[str, Any]) -> None:
-    from bench import data, models
-    from bench import methods as registry
+def _check_model(model: Mapping[str, Any]) -> None:
+    from bench import models
 
-    method = registry.get(cfg["method"].get("name", "?"))
-    kind = cfg["model"].get("kind")
+    kind = model.get("kind")
     if kind not in models.MODEL_KINDS:
         raise ConfigError(f"model.kind: got {kind!r}; valid: {list(models.MODEL_KINDS)}")
-    if cfg["task"].get("name") not in data.names():
-        raise ConfigError(f"task.name: {cfg['task'].get('name')!r}; valid: {data.names()}")
+    m = parse_config(ModelConfig, model, "model")
+    missing = [k for k in MODEL_NEEDS[kind] if getattr(m, k) is None]
+    if missing:
+        raise ConfigError(f"model: kind={kind} needs {missing}")
+    if kind == "tiny" and m.hidden_size % m.num_heads:  # type: ignore[operator]
+        raise ConfigError(f"model.num_heads: {m.num_heads} must divide hidden_size={m.hidden_size}")
+
+
+def _check_task(task: Mapping[str, Any]) -> None:
+    from bench import data
+
+    if task.get("name") not in data.names():
+        raise ConfigError(f"task.name: {task.get('name')!r}; valid: {data.names()}")
+    parse_config(TaskConfig, task, "task")
+    own = CONF / "task" / f"{task['name']}.yaml"
+    if own.exists():  # a task's own keys are the ones its YAML file documents
+        import yaml
+
+        valid = sorted(yaml.safe_load(own.read_text()))
+        unknown = sorted(set(task) - set(valid))
+        if unknown:
+            raise ConfigError(f"task.{unknown[0]}: unknown key; valid keys: {valid}")
+
+
+def _check_groups(cfg: Mapping[str, Any]) -> None:
+    from bench import methods as registry
+    from bench import models
+
+    method = registry.get(cfg["method"].get("name", "?"))
+    _check_model(cfg["model"])
+    _check_task(cfg["task"])
     method.validate(cfg["method"], models.model_info(cfg["model"]))
 
 

@@ -87,27 +87,82 @@ def test_qlora_composes_lora_settings() -> None:
     assert qlora["target_modules"] == lora["target_modules"] and qlora["quant_type"] == "nf4"
 
 
-@pytest.mark.parametrize(
-    ("override", "key", "says"),
-    [
-        ("seed=abc", "seed", "valid integer"),
-        ("seed=-1", "seed", ">= 0"),
-        ("threads=0", "threads", "> 0"),
-        ("train.clip=-1", "train.clip", ">= 0"),
-        ("train.warmup_ratio=1.5", "train.warmup_ratio", "< 1"),
-        ("train.optimizer=sgd", "train.optimizer", "paged_adamw_32bit"),
-        ("device=tpu", "device", "auto|cpu|cuda"),
-        ("logger.mode=cloud", "logger.mode", "offline"),
-        ("+unknown_key=1", "unknown_key", "valid keys"),
-        ("+method.rank=8", "method.rank", "valid keys"),
-    ],
-)
-def test_schema_errors_name_key_and_choices(
-    tmp_path: Path, override: str, key: str, says: str
+# (override, key the message names, the valid choices or range it states): every config group
+BAD_INPUTS = [
+    ("method.name=bogus", "method.name", "'lora'"),
+    ("method.r=0", "method.r", "> 0"),
+    ("method.lr=-1", "method.lr", "> 0"),
+    ("method.dropout=1.5", "method.dropout", "[0, 1)"),
+    ("method.target_modules=[nope]", "method.target_modules", "q_proj"),
+    ("+method.rank=8", "method.rank", "valid keys"),
+    ("model.kind=weird", "model.kind", "'hub'"),
+    ("model.num_layers=0", "model.num_layers", "> 0"),
+    ("model.hidden_size=abc", "model.hidden_size", "valid integer"),
+    ("+model.trust_remote_code=maybe", "model.trust_remote_code", "valid boolean"),
+    ("+model.bogus=1", "model.bogus", "valid keys"),
+    ("task.name=nope", "task.name", "'arithmetic'"),
+    ("task.n_train=0", "task.n_train", "> 0"),
+    ("task.max_new_tokens=0", "task.max_new_tokens", "> 0"),
+    ("+task.bogus=1", "task.bogus", "valid keys"),
+    ("budget.kind=epochs", "budget.kind", "'steps' or 'time'"),
+    ("budget.steps=0", "budget.steps", "> 0"),
+    ("budget.batch_size=-2", "budget.batch_size", "> 0"),
+    ("budget.kind=time", "budget.seconds", "required"),
+    ("+budget.bogus=1", "budget.bogus", "valid keys"),
+    ("eval.enabled=maybe", "eval.enabled", "true or false"),
+    ("+eval.batch_size=0", "eval.batch_size", ">= 1"),
+    ("+eval.probes={tasks:[nope]}", "eval.probes.tasks", "general_knowledge"),
+    ("+eval.repetition={windows:[0]}", "eval.repetition.windows", "positive integer"),
+    ("+eval.bogus=1", "eval", "valid: ['batch_size'"),
+    ("train.lr=-1", "train.lr", "> 0"),
+    ("train.clip=-1", "train.clip", ">= 0"),
+    ("train.warmup_ratio=1.5", "train.warmup_ratio", "< 1"),
+    ("train.weight_decay=-0.1", "train.weight_decay", ">= 0"),
+    ("train.optimizer=sgd", "train.optimizer", "paged_adamw_32bit"),
+    ("train.eval_batch_size=0", "train.eval_batch_size", "> 0"),
+    ("logger.mode=cloud", "logger.mode", "offline"),
+    ("+logger.bogus=1", "logger.bogus", "valid keys"),
+    ("precision=fp16", "precision", "'bf16-autocast'"),
+    ("device=tpu", "device", "auto|cpu|cuda"),
+    ("device=cuda:99", "device", "valid: ['auto', 'cpu'"),
+    ("threads=0", "threads", "> 0"),
+    ("threads=abc", "threads", "valid integer"),
+    ("seed=abc", "seed", "valid integer"),
+    ("seed=-1", "seed", ">= 0"),
+    ("seed=1.5", "seed", "valid integer"),
+    ("results_dir=", "results_dir", "at least 1 character"),
+    ("sweep_name=a/b", "sweep_name", "pattern"),
+    ("eval_scope=test", "eval_scope", "'all' or 'val'"),
+    ("lr_index=-1", "lr_index", ">= 0"),
+    ("state.max_mb=0", "state.max_mb", "> 0"),
+    ("+unknown_key=1", "unknown_key", "valid keys"),
+]
+
+
+@pytest.mark.parametrize(("override", "key", "says"), BAD_INPUTS)
+def test_bad_input_fails_in_check_naming_key_and_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, override: str, key: str, says: str
 ) -> None:
+    """Each bad input fails in config.check, before any model is built or loaded, naming the key
+    and what it may be."""
+    from bench import models
+
+    def no_model(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("a model was touched before the config was checked")
+
+    monkeypatch.setattr(models, "load", no_model)
+    monkeypatch.setattr(models, "model_dir", no_model)
     with pytest.raises(ConfigError) as e:
         check(tiny_cfg("lora", tmp_path, override))
-    assert key in str(e.value) and says in str(e.value), str(e.value)
+    assert f"{key}:" in str(e.value) or f"{key}=" in str(e.value), str(e.value)
+    assert says in str(e.value), str(e.value)
+
+
+def test_bad_input_table_covers_every_group() -> None:
+    groups = {o.lstrip("+").split("=")[0].split(".")[0] for o, _, _ in BAD_INPUTS}
+    need = {"method", "model", "task", "budget", "eval", "train", "logger", "precision"}
+    need |= {"device", "threads", "seed", "results_dir", "sweep_name", "unknown_key"}
+    assert len(BAD_INPUTS) >= 30 and need <= groups, need - groups
 
 
 def test_functions_and_modules_stay_small() -> None:

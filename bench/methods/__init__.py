@@ -64,9 +64,12 @@ def parse_config(schema: type[BaseModel], cfg: Mapping[str, Any], where: str) ->
     except ValidationError as e:
         lines = []
         for err in e.errors():
-            path = [str(p) for p in err["loc"] if not isinstance(p, int)]
+            # union branches appear as tags like "constrained-int": not keys, so dropped
+            path = [str(p) for p in err["loc"] if isinstance(p, str) and p.isidentifier()]
             key = ".".join([where, *path] if where else path)
             line = f"{key}: {_describe(err)}"
+            if err["type"] == "value_error" and not path:  # a model validator names its keys
+                line = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 line += f"; valid keys: {sorted(schema.model_fields)}"
             lines.append(line)
