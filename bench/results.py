@@ -11,6 +11,7 @@ import platform
 import socket
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
@@ -90,9 +91,17 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def is_done(path: Path) -> bool:
+    """A successful record is at `path`. A file there that is no readable record (truncated,
+    foreign) counts as missing, with a warning naming it: the run is redone and replaces it."""
     from bench.record import read
 
     rec = read(path)
+    if rec is None and path.exists():
+        warnings.warn(
+            f"{path} is not a readable run record (truncated or foreign): treated as missing, "
+            "the run is redone and replaces it",
+            stacklevel=2,
+        )
     return rec is not None and rec.status == "success"
 
 

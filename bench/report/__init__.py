@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.report.doc import Figure, Section, Table
+from bench.report.doc import Figure, Note, Section, Table
 from bench.report.frame import frame_of, load_records, load_results
 from bench.report.render import markdown, page, table_csv, table_tex
 from bench.report.sections import build_sections
@@ -28,7 +28,8 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
     if not results_dir.is_dir():
         raise FileNotFoundError(f"no results folder {results_dir}")
     _check_replaceable(out_dir)
-    records = load_records(results_dir)
+    skipped: list[str] = []
+    records = load_records(results_dir, skipped)
     df = frame_of(records)
     sweeps = sorted({str(r["sweep"]) for r in records if r.get("sweep")})
     sweep = ", ".join(sweeps) if sweeps else results_dir.name
@@ -40,6 +41,8 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read
     try:
         sections, files = build_sections(df, sweep=sweep, source=source)
+        if skipped:  # a reader must see that the tables leave files out
+            sections.append(_unreadable(skipped))
         _write(tmp, f"Fine-tuning benchmark: sweep {sweep}", sections, files, source)
         _replace(tmp, out_dir)
     except BaseException:
@@ -65,6 +68,16 @@ def _write(
         (folder / "figures" / f"{fig.name}.pdf").write_bytes(fig.pdf)
     (folder / "report.md").write_text(markdown(title, sections), encoding="utf-8")
     (folder / "index.html").write_text(page(title, sections), encoding="utf-8")
+
+
+def _unreadable(skipped: list[str]) -> Section:
+    text = (
+        f"{len(skipped)} JSON file(s) in the results folder are not readable run records and "
+        "are left out of every table (a rerun of the sweep redoes their runs):"
+    )
+    return Section(
+        "Unreadable files", "unreadable", [Note(text), [s[0].upper() + s[1:] for s in skipped]]
+    )
 
 
 def _check_replaceable(out_dir: Path) -> None:

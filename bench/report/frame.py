@@ -134,24 +134,28 @@ def _first_problem(obj: Any) -> str:
     return "rejected by bench.record.parse"
 
 
-def load_records(folder: Path) -> list[dict[str, Any]]:
+def load_records(folder: Path, skipped: list[str] | None = None) -> list[dict[str, Any]]:
     """The run records in ``folder`` (``*.json``, not recursive), in file-name order, as the
     dicts read from disk. A file is a record iff ``bench.record.parse`` accepts it; one with a
-    ``run_id`` that fails validation is skipped with a warning naming its first problem."""
+    ``run_id`` that fails validation is skipped with a warning naming its first problem. Each
+    skipped file's warning is also appended to ``skipped`` (the report lists them)."""
     records = []
     for path in sorted(Path(folder).glob("*.json")):
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            warnings.warn(f"skipping unreadable {path.name}: {exc}", stacklevel=2)
-            continue
-        if is_record(obj):
-            records.append(obj)
-        elif isinstance(obj, Mapping) and "run_id" in obj:
-            problem = _first_problem(obj)
-            warnings.warn(f"skipping {path.name}: invalid run record ({problem})", stacklevel=2)
+            why = f"skipping unreadable {path.name}: {exc}"
         else:
-            warnings.warn(f"skipping {path.name}: not a run record", stacklevel=2)
+            if is_record(obj):
+                records.append(obj)
+                continue
+            if isinstance(obj, Mapping) and "run_id" in obj:
+                why = f"skipping {path.name}: invalid run record ({_first_problem(obj)})"
+            else:
+                why = f"skipping {path.name}: not a run record"
+        warnings.warn(why, stacklevel=2)
+        if skipped is not None:
+            skipped.append(why)
     return records
 
 
