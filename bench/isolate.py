@@ -35,14 +35,42 @@ def _died(c: Any, rid: str, exitcode: int | None) -> dict[str, Any]:
     return rec.dump()
 
 
-def run_isolated(cfg_in: Any) -> dict[str, Any]:
+def run_lock(record_path: Path) -> Any:
+    """The run's lock, `.<run_id>.lock` beside its record: two sweeps on one results folder
+    never train the same run at once; the later one waits, then finds the record and skips.
+    An flock: the OS releases it when its holder dies, so a kill -9 leaves no stale lock."""
+    from filelock import FileLock
+
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(record_path.parent / f".{record_path.stem}.lock")
+
+
+def run_in_process(cfg_in: Any) -> dict[str, Any]:
+    """`isolate=false`: run_one in this process, under the same per-run lock."""
     from bench import config, results
     from bench.run import run_one
-    from bench.sweep import note_finished
+
+    c = config.check(cfg_in)
+    path = Path(c.raw["results_dir"]) / c.raw["sweep_name"] / f"{results.run_id(c.raw)}.json"
+    with run_lock(path):
+        return run_one(c.raw)
+
+
+def run_isolated(cfg_in: Any) -> dict[str, Any]:
+    from bench import config, results
 
     c = config.check(cfg_in)  # here, once, so parent and child agree on the run id
     rid = results.run_id(c.raw)
     path = Path(c.raw["results_dir"]) / c.raw["sweep_name"] / f"{rid}.json"
+    with run_lock(path):  # is_done is asked only under the lock: a finished run is never redone
+        return _isolated(c, rid, path)
+
+
+def _isolated(c: Any, rid: str, path: Path) -> dict[str, Any]:
+    from bench import results
+    from bench.run import run_one
+    from bench.sweep import note_finished
+
     if not c.raw["force"] and results.is_done(path):
         return run_one(c.raw)  # cheap: notes the skip and returns the record
     t_start = time.time()

@@ -124,7 +124,7 @@ def main() -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from bench.isolate import run_isolated
+    from bench.isolate import run_in_process, run_isolated
 
     @hydra.main(
         version_base="1.3",
@@ -132,7 +132,7 @@ def main() -> None:
         config_name="config",
     )
     def _main(cfg: Any) -> float:
-        rec = run_isolated(cfg) if cfg.isolate else run_one(cfg)
+        rec = run_isolated(cfg) if cfg.isolate else run_in_process(cfg)
         q = rec.get("quality") or {}
         print(
             f"[bench] {rec['run_id']}: {rec['status']}, "

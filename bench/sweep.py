@@ -26,6 +26,7 @@ from bench import estimate
 from bench.estimate import Cell, Plan
 
 PROGRESS = ".progress.jsonl"
+SWEEP_ID_ENV = "BENCH_SWEEP_ID"
 GROUPS = ("model", "method", "task")  # the order of estimate.Cell
 
 
@@ -42,6 +43,7 @@ def note_finished(cfg: Any, rec: dict[str, Any], skipped: bool) -> None:
         "skipped": skipped,
         "error": rec.get("error"),
         "t": time.time(),
+        "sweep_id": os.environ.get(SWEEP_ID_ENV),  # two sweeps may share one folder's file
         "s": None if skipped else estimate.wall_seconds(rec),  # calibrates the ETA
     }
     with open(path, "a") as f:  # O_APPEND: small lines from several processes do not interleave
@@ -134,7 +136,7 @@ def workers(config: Any) -> int:
     return max(1, n if n > 0 else (os.cpu_count() or 1) + 1 + n)
 
 
-def _lines_since(path: Path, t0: float) -> list[dict[str, Any]]:
+def _lines_since(path: Path, t0: float, sweep_id: str | None = None) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     out = []
@@ -143,7 +145,8 @@ def _lines_since(path: Path, t0: float) -> list[dict[str, Any]]:
             d = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by kill -9; the run itself is redone on resume
-        if d.get("t", 0) >= t0:
+        # a line without an id (a launcher that drops the environment) counts as this sweep's
+        if d.get("t", 0) >= t0 and d.get("sweep_id") in (None, sweep_id):
             out.append(d)
     return out
 
@@ -165,6 +168,8 @@ class SweepProgress(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kw: Any) -> None:
         self.t0 = time.time()
+        # this sweep's runs (child processes inherit it) tag their progress lines with it
+        self.sweep_id = os.environ[SWEEP_ID_ENV] = f"{os.getpid()}-{self.t0:.6f}"
         loader = _loader()
         self.jobs = expand_jobs(config, loader)
         self.n = len(self.jobs)
@@ -177,7 +182,7 @@ class SweepProgress(Callback):
         t0 = getattr(self, "t0", None)
         if t0 is None:  # a copy of the callback that on_multirun_start never set up
             return
-        done = _lines_since(self.path, t0)
+        done = _lines_since(self.path, t0, self.sweep_id)
         el = time.time() - t0
         eta = estimate.remaining_seconds(self.plan, done, self.workers)
         eta_s = _fmt(eta) if math.isfinite(eta) else "?"
@@ -188,7 +193,7 @@ class SweepProgress(Callback):
         )
 
     def on_multirun_end(self, config: DictConfig, **kw: Any) -> None:
-        done = _lines_since(self.path, self.t0)
+        done = _lines_since(self.path, self.t0, self.sweep_id)
         ok = [d for d in done if d["status"] == "success" and not d["skipped"]]
         skipped = [d for d in done if d["skipped"]]
         bad = [d for d in done if d["status"] != "success"]

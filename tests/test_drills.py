@@ -50,3 +50,31 @@ def test_report_lists_unreadable_files(tmp_path: Path) -> None:
     assert "2 JSON file(s)" in md
     clean = build_report(write_folder(tmp_path / "ok", failed_only(0)), tmp_path / "out2")
     assert "Unreadable files" not in (clean / "report.md").read_text()
+
+
+def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path: Path) -> None:
+    """Two sweeps started together on one results folder: the per-run lock lets only one train
+    a run; the other waits for it, then finds the record and skips. Every run trains exactly
+    once, every record is valid, and each sweep's summary counts only its own runs."""
+    import re
+
+    from bench.sweep import PROGRESS
+    from tests.test_sweep import records, sweep
+
+    methods = "method=lora,prompt_tuning,freeze"
+    procs = [sweep(tmp_path, methods, f"hydra.sweep.dir={tmp_path}/multirun{i}") for i in (0, 1)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    recs = records(tmp_path / "smoke")
+    assert len(recs) == 3 and all(r["status"] == "success" for r in recs.values()), outs
+    for r in recs.values():
+        Record.model_validate(r)
+    lines = [json.loads(x) for x in (tmp_path / "smoke" / PROGRESS).read_text().splitlines()]
+    trained = sorted(d["run_id"] for d in lines if not d["skipped"])
+    assert trained == sorted(recs), lines  # each run trained once, by one of the two sweeps
+    assert len(lines) == 6 and len({d["sweep_id"] for d in lines}) == 2
+    counts = [re.search(r"(\d+) done, (\d+) skipped, (\d+) failed", o) for o in outs]
+    assert all(counts), outs
+    done = [tuple(int(g) for g in m.groups()) for m in counts if m]
+    assert sum(d[0] for d in done) == 3 and all(d[0] + d[1] == 3 and d[2] == 0 for d in done)
+    assert not list((tmp_path / "smoke").glob("*.tmp"))  # no half-written record left behind
