@@ -78,3 +78,48 @@ def test_two_sweeps_on_one_folder_train_each_run_once(tmp_path: Path) -> None:
     done = [tuple(int(g) for g in m.groups()) for m in counts if m]
     assert sum(d[0] for d in done) == 3 and all(d[0] + d[1] == 3 and d[2] == 0 for d in done)
     assert not list((tmp_path / "smoke").glob("*.tmp"))  # no half-written record left behind
+
+
+# Blocks that must not change between two runs of one config and seed (timings may).
+SAME_BLOCKS = ("quality", "validation", "forgetting", "repetition", "hallucination", "params")
+
+
+def test_same_config_and_seed_give_identical_results_in_two_processes(tmp_path: Path) -> None:
+    """fp32, one thread, every evaluation part on: two processes, two results folders,
+    bitwise-identical loss curves and metric blocks."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import CONF
+
+    args = ["method=lora", "budget=tiny", "eval=tiny", "logger=none", "task.n_train=64"]
+    args += ["task.n_val=8", "task.n_test=8", "precision=fp32", "threads=1", "progress=false"]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.run",
+                *args,
+                f"results_dir={tmp_path / d}",
+                "sweep_name=det",
+                f"hydra.run.dir={tmp_path / d}/hydra",
+            ],
+            cwd=CONF.parent,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for d in ("A", "B")
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    (a,) = [json.loads(p.read_text()) for p in (tmp_path / "A" / "det").glob("*.json")]
+    (b,) = [json.loads(p.read_text()) for p in (tmp_path / "B" / "det").glob("*.json")]
+    assert a["status"] == b["status"] == "success" and a["run_id"] == b["run_id"]
+    assert a["train"]["loss_curve"] == b["train"]["loss_curve"]
+    assert a["train"]["tokens"] == b["train"]["tokens"]
+    for block in SAME_BLOCKS:
+        assert a[block] is not None and a[block] == b[block], block
