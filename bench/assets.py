@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 # BIG-bench tasks extracted from the 358 MB sdist (the whole tree is 1.9 GB; we keep what we use).
 BIGBENCH_TASKS: tuple[str, ...] = (
@@ -210,15 +213,63 @@ def _extract(asset: Asset, archive: Path, out: Path) -> None:
         raise ValueError(f"cannot extract {archive}")
 
 
+MANIFEST = ".manifest.json"  # sha256, size and mtime of every extracted file
+
+
+def _manifest(out: Path) -> dict[str, list[Any]]:
+    files = {}
+    for p in sorted(out.rglob("*")):
+        ours = p.name == ".complete" or p.name.startswith((MANIFEST, f".{MANIFEST}."))
+        if p.parent == out and ours:  # the marker, the manifest, another process's temp one
+            continue
+        if p.is_file():
+            st = p.stat()
+            files[str(p.relative_to(out))] = [sha256_of(p), st.st_size, st.st_mtime_ns]
+    return files
+
+
+def _write_manifest(out: Path) -> None:
+    files = _manifest(out)  # before the temp file exists beside them
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{MANIFEST}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(files, f)
+    os.replace(tmp, out / MANIFEST)  # atomic: two processes may write it at once
+
+
+def _intact(out: Path) -> bool:
+    """Whether every extracted file is the one extraction wrote: a file whose size or mtime
+    changed is hashed again (a stat per file otherwise, so checking costs little per run)."""
+    path = out / MANIFEST
+    if not path.exists():  # extracted before manifests existed: record it now
+        _write_manifest(out)
+        return True
+    for rel, (digest, size, mtime) in json.loads(path.read_text()).items():
+        f = out / rel
+        if not f.is_file():
+            return False
+        st = f.stat()
+        if (st.st_size, st.st_mtime_ns) != (size, mtime) and sha256_of(f) != digest:
+            return False
+    return True
+
+
 def ensure(name: str) -> Path:
-    """Return the extracted directory of asset ``name``, fetching and verifying it once."""
+    """Return the extracted directory of asset ``name``, fetching and verifying it once. A
+    cached file that no longer matches its sha256 is never used: the asset is extracted again
+    from its archive, which is itself fetched again if its sha256 does not match."""
     if name not in ASSETS:
         raise KeyError(f"unknown asset {name!r}; valid: {sorted(ASSETS)}")
     asset = ASSETS[name]
     key = hashlib.sha256(repr(asset.members).encode()).hexdigest()[:8]
     out = cache_root() / "assets" / f"{asset.name}-{asset.version}-{key}"
     if (out / ".complete").exists():
-        return out
+        if _intact(out):
+            return out
+        warnings.warn(
+            f"asset {name}: files in {out} no longer match their sha256; extracting again",
+            stacklevel=2,
+        )
+    cache_root().mkdir(parents=True, exist_ok=True)
     archives = cache_root() / "archives"
     archive = archives / asset.filename
     if not archive.exists() or sha256_of(archive) != asset.sha256:
@@ -234,6 +285,7 @@ def ensure(name: str) -> Path:
     tmp_out = Path(tempfile.mkdtemp(dir=cache_root(), prefix=f".{asset.name}-"))
     try:
         _extract(asset, archive, tmp_out)
+        _write_manifest(tmp_out)
         (tmp_out / ".complete").write_text(asset.sha256 + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -198,7 +198,11 @@ def load(
     tok = AutoTokenizer.from_pretrained(src, trust_remote_code=remote)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    # safetensors only: a pickled .bin can run code when loaded; a model config opts out with
+    # `allow_pickle_weights: true` (then transformers prefers safetensors where both exist)
+    pickle_ok = bool(cfg.get("allow_pickle_weights", False))
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": remote}
+    kwargs["use_safetensors"] = None if pickle_ok else True
     kwargs.update(extra_kwargs or {})
     if "quantization_config" in kwargs:
         kwargs["device_map"] = {"": device}

@@ -123,3 +123,118 @@ def test_same_config_and_seed_give_identical_results_in_two_processes(tmp_path: 
     assert a["train"]["tokens"] == b["train"]["tokens"]
     for block in SAME_BLOCKS:
         assert a[block] is not None and a[block] == b[block], block
+
+
+def _tiny_dir(out: Path, *, pickle: bool) -> dict[str, object]:
+    """A random tiny Llama saved as a hub-style folder (safetensors or only a pickled .bin)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.models import char_tokenizer
+
+    tok = char_tokenizer()
+    shape = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
+    cfg = LlamaConfig(vocab_size=len(tok), num_attention_heads=2, num_key_value_heads=2, **shape)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out, safe_serialization=not pickle)
+    tok.save_pretrained(out)
+    return {"name": "local", "kind": "hub", "hub_id": str(out)}
+
+
+def test_pickled_weights_are_refused_unless_the_config_opts_in(tmp_path: Path) -> None:
+    import torch
+
+    from bench import models
+
+    cfg = _tiny_dir(tmp_path / "bin", pickle=True)
+    assert (tmp_path / "bin" / "pytorch_model.bin").exists()
+    assert not list((tmp_path / "bin").glob("*.safetensors"))
+    with pytest.raises(OSError, match="safetensors"):
+        models.load(cfg, dtype=torch.float32, device="cpu")
+    model, _ = models.load({**cfg, "allow_pickle_weights": True}, dtype=torch.float32, device="cpu")
+    assert model.config.num_hidden_layers == 1
+    safe = _tiny_dir(tmp_path / "st", pickle=False)  # the default path: safetensors load
+    assert models.load(safe, dtype=torch.float32, device="cpu")[0] is not None
+
+
+def test_remote_code_is_never_run_unless_the_config_opts_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model folder whose config points at its own Python code loads with the built-in
+    class and never runs that code; only `trust_remote_code: true` would hand it on."""
+    import torch
+    import transformers
+
+    from bench import models
+
+    cfg = _tiny_dir(tmp_path / "m", pickle=False)
+    conf = json.loads((tmp_path / "m" / "config.json").read_text())
+    conf["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.Evil"}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(conf))
+    marker = tmp_path / "ran"
+    (tmp_path / "m" / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n")
+    model, _ = models.load(cfg, dtype=torch.float32, device="cpu")
+    assert type(model).__name__ == "LlamaForCausalLM" and not marker.exists()
+
+    seen: list[object] = []
+
+    def spy(src: object, **kw: object) -> None:
+        seen.append(kw["trust_remote_code"])
+        raise RuntimeError("stop before loading")  # the opt-in is shown, the code not run
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    for opt_in in (False, True):
+        with pytest.raises(RuntimeError, match="stop before"):
+            models.load({**cfg, "trust_remote_code": opt_in}, dtype=torch.float32, device="cpu")
+    assert seen == [False, True] and not marker.exists()
+
+
+def test_tampered_cached_asset_is_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An extracted asset file that changed is extracted again from the verified archive; an
+    archive whose sha256 changed is fetched again; a fetch with the wrong sha256 is refused.
+    The fetch is a stand-in (no network)."""
+    import hashlib
+    import shutil
+    import zipfile
+
+    from bench import assets
+
+    wheel = tmp_path / "src" / "toy-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("toy/data.txt", "the true data\n")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    toy = assets.Asset("toy", "pypi", "toy", "1.0", digest, wheel.name, "MIT", "test")
+    monkeypatch.setitem(assets.ASSETS, "toy", toy)
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    fetched: list[Path] = []
+
+    def fake_download(asset: assets.Asset, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        fetched.append(Path(shutil.copy(wheel, dest / asset.filename)))
+        return fetched[-1]
+
+    monkeypatch.setattr(assets, "_download", fake_download)
+    data = assets.ensure("toy") / "toy" / "data.txt"
+    assert data.read_text() == "the true data\n" and len(fetched) == 1
+    assert assets.ensure("toy") and len(fetched) == 1  # intact: used as is, not fetched
+
+    data.write_text("the fake data\n")  # same size: caught by its mtime, then its hash
+    with pytest.warns(UserWarning, match="no longer match their sha256"):
+        assert (assets.ensure("toy") / "toy" / "data.txt").read_text() == "the true data\n"
+    assert len(fetched) == 1  # the archive was intact: extracted again, not fetched
+
+    archive = tmp_path / "cache" / "archives" / wheel.name
+    archive.write_bytes(b"corrupt")
+    data.write_text("tampered again\n")
+    with pytest.warns(UserWarning, match="no longer match"):
+        assert (assets.ensure("toy") / "toy" / "data.txt").read_text() == "the true data\n"
+    assert len(fetched) == 2 and archive.read_bytes() == wheel.read_bytes()
+
+    wheel.write_bytes(b"a different archive")  # the registry now serves something else
+    archive.write_bytes(b"corrupt")
+    data.write_text("tampered a third time\n")
+    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="sha256 mismatch"):
+        assets.ensure("toy")
