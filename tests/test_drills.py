@@ -238,3 +238,46 @@ def test_tampered_cached_asset_is_never_used(
     data.write_text("tampered a third time\n")
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="sha256 mismatch"):
         assets.ensure("toy")
+
+
+SECRETS = {
+    "WANDB_API_KEY": "fake-wandb-key-0123456789abcdef0123456789abcdef01234567",
+    "HF_TOKEN": "hf_fakeTokenValue1234567890",
+    "MY_SECRET": "fake-secret-value-4242",
+    "SOME_KEY": "fake-some-key-value-1717",
+}
+
+
+def test_no_environment_secret_reaches_any_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fake secrets in the environment of a run (W&B offline, the default logger) and of the
+    report: none appears in any file written (record, progress, W&B run files, Hydra's output
+    folder, the report), text or binary."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.report import build_report
+    from tests.conftest import CONF
+
+    args = ["method=lora", "budget=tiny", "eval=off", "logger=wandb_offline", "task.n_train=64"]
+    args += ["task.n_val=8", "task.n_test=8", "precision=fp32", "threads=1", "progress=false"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **SECRETS}
+    cmd = [sys.executable, "-m", "bench.run", *args, f"results_dir={tmp_path / 'results'}"]
+    cmd += ["sweep_name=sec", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    p = subprocess.run(cmd, cwd=CONF.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert list((tmp_path / "results" / "sec" / "wandb").glob("offline-run-*/run-*.wandb"))
+    for k, v in SECRETS.items():  # the report, built in this process, sees them too
+        monkeypatch.setenv(k, v)
+    build_report(tmp_path / "results" / "sec", tmp_path / "report")
+    files = [f for f in tmp_path.rglob("*") if f.is_file()]
+    assert len(files) > 10
+    leaks = [
+        f"{f.relative_to(tmp_path)}: {name}"
+        for f in files
+        for name, value in SECRETS.items()
+        if value.encode() in f.read_bytes()
+    ]
+    assert not leaks, leaks
