@@ -11,8 +11,9 @@ from typing import Any
 
 
 def _child(cfg: dict[str, Any]) -> None:
-    from bench.run import run_one
+    from bench.run import run_one, sigterm_cancels
 
+    sigterm_cancels()
     run_one(cfg)
 
 
@@ -82,7 +83,11 @@ def _isolated(c: Any, rid: str, path: Path) -> dict[str, Any]:
     proc.start()
     try:
         proc.join()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from bench.run import Terminated
+
+        if isinstance(e, Terminated) and proc.is_alive():
+            proc.terminate()  # a SIGTERM sent to this process alone: the child records it too
         proc.join(timeout=30)  # the child got the same SIGINT and records `cancelled`
         raise
     rec = results.read_record(path)

@@ -50,11 +50,11 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
     )
     rec.memory, rec.train = fitted.memory, record.Train(**fitted.train)
     rec.budget.tokens = fitted.result.tokens
-    evaluate.evaluate_into(rec, c, task, model, tok, base)
-    rec.params.adapter_bytes = method.save(model, scratch)
-    if c.raw["state"]["keep"]:  # so new metrics can be computed without retraining
+    if c.raw["state"]["keep"]:  # before evaluating: a failed evaluation keeps the training
         kept = state.keep(model, cache.parent, rec.run_id, c.raw["state"]["max_mb"])
         rec.state = record.State(**kept)
+    evaluate.evaluate_into(rec, c, task, model, tok, base)
+    rec.params.adapter_bytes = method.save(model, scratch)
 
 
 def task_block(task: Any) -> dict[str, Any]:
@@ -91,8 +91,8 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
     try:
         _stages(c, method, rec, tracker, sweep_dir / ".cache", scratch)
         rec.status = "success"
-    except KeyboardInterrupt:
-        rec.status, rec.error = "cancelled", "KeyboardInterrupt"
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (a preemption) via Terminated
+        rec.status, rec.error = "cancelled", f"{type(e).__name__}: {e}".rstrip(": ")
         raise
     except Exception as e:  # a failure is a result: record it, never take the sweep down
         failure(rec, e)
@@ -105,6 +105,26 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
             tracker.finish(out)
         note_finished(c.raw, out, skipped=False)
     return out
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as a cluster's preemption sends it: taken down the Ctrl-C path, so the run
+    records `cancelled` (and a rerun redoes it) instead of dying without a record."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the record write
+    raise Terminated("SIGTERM")
+
+
+def sigterm_cancels() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():  # signals reach only that one
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 def failure(rec: Any, e: Exception) -> None:
@@ -143,7 +163,12 @@ def main() -> None:
             sys.exit(1)  # a single run that failed says so; a sweep reports at its end
         return float(q.get("after") or 0.0)
 
-    _main()
+    sigterm_cancels()
+    try:
+        _main()
+    except Terminated:
+        print("[bench] SIGTERM: the run in progress recorded `cancelled`; rerun to redo it")
+        sys.exit(143)  # 128 + SIGTERM, as a shell reports a process ended by it
     from bench.sweep import SweepProgress
 
     if SweepProgress.any_failed:

@@ -281,3 +281,66 @@ def test_no_environment_secret_reaches_any_output(
         if value.encode() in f.read_bytes()
     ]
     assert not leaks, leaks
+
+
+def test_sigterm_records_cancelled_and_a_rerun_redoes_the_run(tmp_path: Path) -> None:
+    """SIGTERM to the run's process group mid-training (as a preemption sends it): the run
+    process records `cancelled` instead of dying without a record, the command exits
+    non-zero, and the same command again trains the run to success."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import CONF
+
+    args = ["method=lora", "budget=time", "budget.seconds=6", "budget.batch_size=4"]
+    args += ["eval=off", "logger=none", "task.n_train=64", "task.n_val=8"]
+    args += ["task.n_test=8", "precision=fp32", "threads=1", "progress=false", "sweep_name=t"]
+    cmd = [sys.executable, "-m", "bench.run", *args, f"results_dir={tmp_path}"]
+    cmd += [f"hydra.run.dir={tmp_path}/hydra"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def start() -> subprocess.Popen:
+        pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+        return subprocess.Popen(cmd, cwd=CONF.parent, env=env, start_new_session=True, **pipe)
+
+    p = start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "t" / ".cache").exists():
+        time.sleep(0.2)  # the base evaluation is cached as training starts
+    time.sleep(1.5)
+    os.killpg(p.pid, signal.SIGTERM)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 143 and "recorded `cancelled`" in out, out
+    (path,) = (tmp_path / "t").glob("*.json")
+    rec = Record.model_validate(json.loads(path.read_text()))
+    assert rec.status == "cancelled" and rec.error == "Terminated: SIGTERM", out
+
+    p = start()
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 0, out
+    rec = Record.model_validate(json.loads(path.read_text()))
+    assert rec.status == "success" and rec.train is not None and rec.train.steps > 0
+
+
+def test_evaluation_failure_keeps_training_and_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception during evaluation, after training: status failed, with the training block
+    and the kept trained state on disk."""
+    from bench import evaluate, state
+
+    def broken(*a: object, **k: object) -> None:
+        raise RuntimeError("injected evaluation failure")
+
+    monkeypatch.setattr(evaluate, "evaluate_into", broken)
+    rec = run_one(tiny_cfg("lora", tmp_path))
+    assert rec["status"] == "failed" and "injected evaluation failure" in rec["error"]
+    on_disk = Record.model_validate(
+        json.loads((tmp_path / "test" / f"{rec['run_id']}.json").read_text())
+    )
+    assert on_disk.train is not None and len(on_disk.train.loss_curve) == 3
+    assert on_disk.state is not None and on_disk.state.kept
+    assert state.state_path(tmp_path / "test", rec["run_id"]).stat().st_size > 0
