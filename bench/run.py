@@ -30,6 +30,7 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
     baseline_rss = measure.rss_bytes()
     task = data.build(c.raw["task"])
     rec.task_info = record.TaskInfo(**task_block(task))
+    _check_fits(task, c)
     base, timing = evaluate.before(c, method, task, cache)
     rec.timing = record.Timing(**timing)
 
@@ -55,6 +56,27 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
         rec.state = record.State(**kept)
     evaluate.evaluate_into(rec, c, task, model, tok, base)
     rec.params.adapter_bytes = method.save(model, scratch)
+
+
+def _check_fits(task: Any, c: Any) -> None:
+    """A budget.seq_len that cannot hold every answer (EOS included) and one prompt token is
+    refused before any model is loaded or trained (cut answers would train on nothing useful)."""
+    from transformers import AutoTokenizer
+
+    from bench import methods, models
+
+    model_cfg = c.raw["model"]
+    tok = AutoTokenizer.from_pretrained(
+        models.model_dir(model_cfg), trust_remote_code=bool(model_cfg.get("trust_remote_code"))
+    )
+    answers = {e.answer for split in task.splits.values() for e in split}
+    longest = max(len(tok(" " + a, add_special_tokens=False)["input_ids"]) for a in answers)
+    need = longest + 2 + int(bool(getattr(tok, "add_bos_token", False)))  # EOS, a prompt token
+    if c.budget.seq_len < need:
+        raise methods.ConfigError(
+            f"budget.seq_len: {c.budget.seq_len} cannot hold the longest answer of task "
+            f"{task.name} ({longest} tokens + EOS) and a prompt token; must be >= {need}"
+        )
 
 
 def task_block(task: Any) -> dict[str, Any]:

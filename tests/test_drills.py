@@ -344,3 +344,11 @@ def test_evaluation_failure_keeps_training_and_state(
     assert on_disk.train is not None and len(on_disk.train.loss_curve) == 3
     assert on_disk.state is not None and on_disk.state.kept
     assert state.state_path(tmp_path / "test", rec["run_id"]).stat().st_size > 0
+
+
+def test_seq_len_shorter_than_an_answer_is_refused(tmp_path: Path) -> None:
+    """A budget.seq_len that cannot hold the task's answers fails before the base evaluation
+    and training (it used to train on cut answers and 'diverge'), naming the key and bound."""
+    rec = run_one(tiny_cfg("lora", tmp_path, "budget.seq_len=4"))
+    assert rec["status"] == "failed" and "budget.seq_len: 4 cannot hold" in rec["error"]
+    assert "must be >= " in rec["error"] and rec["train"] is None and rec["timing"] is None
