@@ -12,9 +12,12 @@ TORCH_INDEX   ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
+KILLS         ?= 5          # make drill: kill -9s before the final resume
+DRILL_ARGS    ?=            # e.g. --results-dir /tmp/drill eval=off
+
 STAMP := .venv/.installed
 
-.PHONY: help setup test test-all lint format models sweep report bench clean-cache
+.PHONY: help setup test test-all lint format models sweep report bench drill clean-cache
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +67,9 @@ report: $(STAMP) ## write reports/$(SWEEP)/ from results/$(SWEEP)/
 
 bench: setup ## throughput: harness vs a bare peft+torch loop, and MFU
 	$(PY) -m bench.speed
+
+drill: setup ## kill -9 the smoke sweep KILLS times at random moments, resume, count valid records
+	$(PY) -m bench.drill --kills $(KILLS) $(DRILL_ARGS)
 
 clean-cache: ## remove the asset/model cache ($$BENCH_CACHE or ~/.cache/ft-bench)
 	rm -rf "$${BENCH_CACHE:-$$HOME/.cache/ft-bench}"

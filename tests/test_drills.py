@@ -352,3 +352,18 @@ def test_seq_len_shorter_than_an_answer_is_refused(tmp_path: Path) -> None:
     rec = run_one(tiny_cfg("lora", tmp_path, "budget.seq_len=4"))
     assert rec["status"] == "failed" and "budget.seq_len: 4 cannot hold" in rec["error"]
     assert "must be >= " in rec["error"] and rec["train"] is None and rec["timing"] is None
+
+
+@pytest.mark.unit
+def test_drill_census_counts_only_valid_records(tmp_path: Path) -> None:
+    """`make drill`'s counts: record files, valid records, successes, leftover temp files."""
+    from bench.drill import _census
+    from tests.test_report import fixture_record, write_folder
+
+    ok = fixture_record("lora", "ladder-4m", "arith", 0)
+    bad = fixture_record("lora", "ladder-4m", "arith", 1, status="failed", error="boom")
+    folder = write_folder(tmp_path / "smoke", [ok, bad])
+    (folder / "cut.json").write_text(TRUNCATED)
+    (folder / ".x.json.abc.tmp").write_text("{")
+    assert _census(folder) == (3, 2, 1, 1)
+    assert "drill:" in (Path(__file__).parent.parent / "Makefile").read_text()
