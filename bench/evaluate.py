@@ -24,7 +24,7 @@ from bench import measure
 from bench.config import Checked
 from bench.methods import Method, load_base
 from bench.results import config_hash, read_record, write_json_atomic
-from bench.train import Encoded, encode
+from bench.train import Encoded, autocast_ctx, encode
 
 # What evaluation outputs depend on besides the settings: the files under bench/ that compute them
 # (scorers live with the tasks in data/, validation loss and encoding in train.py).
@@ -107,7 +107,10 @@ def evaluate_state(
     t1 = time.perf_counter()
     vl = _val_loss(model, tok, val, c)
     t2 = time.perf_counter()
-    general = evaluate_general(model, tok, c.raw["eval"]) if c.eval.enabled else None
+    # in the run's compute precision, as training and generation: under bf16 autocast frozen
+    # weights are bf16 and trained ones fp32, which only autocast's matmuls combine
+    with autocast_ctx(c.raw["precision"], c.device):
+        general = evaluate_general(model, tok, c.raw["eval"]) if c.eval.enabled else None
     t3 = time.perf_counter()
     parts: dict[str, Any] = {"quality_s": t1 - t0, "val_loss_s": t2 - t1, "general_s": t3 - t2}
     if general:
@@ -232,7 +235,8 @@ def inference(model: Any, tok: Any, c: Checked) -> tuple[dict[str, Any] | None, 
     from bench.metrics.general import measure_inference
 
     t0 = time.perf_counter()
-    out = measure_inference(model, tok, c.eval)
+    with autocast_ctx(c.raw["precision"], c.device):
+        out = measure_inference(model, tok, c.eval)
     return out, time.perf_counter() - t0
 
 

@@ -60,3 +60,12 @@ def test_loss_curve_matches_fp32_frozen_weights(
     assert len(held) == len(reference) == 20
     assert max(abs(a - b) for a, b in zip(held, reference, strict=True)) <= TOLERANCE
     assert held[-1] < held[0]  # and it still learns
+
+
+@pytest.mark.parametrize("method", ["freeze", "prompt_tuning"])
+def test_general_evaluation_runs_in_the_compute_precision(method: str, tmp_path: Path) -> None:
+    """Freeze trains fp32 blocks between frozen bf16 ones: every evaluation part (lm-eval's
+    probes included, which run their own autocast context) must run under bf16 autocast."""
+    rec = run_one(tiny_cfg(method, tmp_path, "precision=bf16-autocast", "eval=tiny"))
+    assert rec["status"] == "success", rec.get("error")
+    assert rec["forgetting"]["probes"] and rec["inference"] is not None

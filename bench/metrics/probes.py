@@ -173,12 +173,18 @@ def make_lm(model: Any, tok: Any, *, batch_size: int) -> Any:
     """lm-eval's HFLM around the in-memory model (a peft model keeps its adapter active).
 
     HFLM sets a pad token on the tokenizer it gets, so it gets a copy; add_bos_token=None keeps
-    the tokenizer's own BOS behaviour, as in the run's prompt templates."""
+    the tokenizer's own BOS behaviour, as in the run's prompt templates. HFLM runs its forward
+    passes in its own autocast context (off unless told a dtype), so the caller's autocast is
+    passed on: under bf16 autocast, frozen bf16 and trained fp32 weights only mix inside it."""
     import copy
 
+    import torch
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=model, tokenizer=copy.deepcopy(tok), batch_size=batch_size)
+    dev = next(model.parameters()).device.type
+    mixed = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+    return HFLM(pretrained=model, tokenizer=copy.deepcopy(tok), batch_size=batch_size,
+                mixed_precision_dtype=mixed)  # fmt: skip
 
 
 @contextmanager
