@@ -154,7 +154,12 @@ def failure(rec: Any, e: Exception) -> None:
 
     from bench.train import Diverged
 
-    oom = isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+    # CUDA's error, and a CPU allocation refused under a memory limit (MemoryError, or torch's
+    # "can't allocate memory")
+    msg = str(e).lower()
+    oom = isinstance(e, torch.OutOfMemoryError | MemoryError) or any(
+        k in msg for k in ("out of memory", "can't allocate memory")
+    )
     rec.status = "diverged" if isinstance(e, Diverged) else "oom" if oom else "failed"
     rec.error = f"{type(e).__name__}: {e}"
     rec.traceback = traceback.format_exc(limit=20)

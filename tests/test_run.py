@@ -162,3 +162,25 @@ def test_isolated_runs_measure_the_base_in_a_child_process(
     b = run_one(tiny_cfg("freeze", tmp_path, "isolate=true"))
     assert calls == ["_measure_base"]
     assert not a["timing"]["before_cached"] and b["timing"]["before_cached"]
+
+
+def test_run_over_its_memory_limit_records_oom_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    """A run process under a memory limit (RLIMIT_AS, as ulimit sets it) that needs more becomes
+    an `oom` record; the other cell of the same sweep succeeds."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BENCH_METHOD_PLUGINS": "tests.fault_oom"}
+    cmd = [sys.executable, "-m", "bench.run", "-m", "method=prompt_tuning,lora"]
+    cmd += ["model=tiny-random", "task=tiny", "budget=tiny", "eval=off", "logger=none"]
+    cmd += ["precision=fp32", "threads=1", "progress=false", f"results_dir={tmp_path}"]
+    cmd += ["sweep_name=oom"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]  # a cell failed: non-zero
+    recs = {
+        r["method"]: r
+        for r in (json.loads(f.read_text()) for f in (tmp_path / "oom").glob("*.json"))
+    }
+    assert recs["prompt_tuning"]["status"] == "oom", recs["prompt_tuning"]["error"]
+    assert recs["lora"]["status"] == "success"
