@@ -88,12 +88,8 @@ def fit(
 
 def train_block(res: TrainResult, model: Any, c: Checked, optimizer: str) -> dict[str, Any]:
     b = c.budget
-    counts = measure.param_counts(model)
     info = models.model_info(c.raw["model"])
-    back = measure.backward_extent(model, info.num_layers)
-    flops = measure.train_flops_per_token(
-        counts["total"], counts["trainable"], info.num_layers, info.hidden_size, b.seq_len, back
-    )
+    flops = measure.model_flops_per_token(model, info.num_layers, info.hidden_size, b.seq_len)
     st = sorted(res.step_times)
     return {
         "steps": res.steps,

@@ -155,6 +155,13 @@ def train_flops_per_token(
     return 2 * n_params + 2 * n_b + 2 * n_trainable + 4 * n_layers * seq * d + 8 * l_b * seq * d
 
 
+def model_flops_per_token(model: Any, n_layers: int, d: int, seq: int) -> float:
+    """`train_flops_per_token` of a loaded (and applied) model: its counts and backward extent."""
+    counts = param_counts(model)
+    back = backward_extent(model, n_layers)
+    return train_flops_per_token(counts["total"], counts["trainable"], n_layers, d, seq, back)
+
+
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 

@@ -301,10 +301,7 @@ def speed_row(
 
     info = models.model_info(model_cfg)
     counts = measure.param_counts(model)
-    back = measure.backward_extent(model, info.num_layers)
-    flops = measure.train_flops_per_token(
-        counts["total"], counts["trainable"], info.num_layers, info.hidden_size, seq, back
-    )
+    flops = measure.model_flops_per_token(model, info.num_layers, info.hidden_size, seq)
     row: dict[str, Any] = {
         "method": method,
         "trainable": counts["trainable"],

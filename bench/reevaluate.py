@@ -18,9 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.config import Checked
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from bench.config import CONF, Checked
 
 
 def lr_group(cfg: dict[str, Any]) -> str:
@@ -130,19 +128,26 @@ def _with_scope(c: Checked, scope: str) -> Checked:
     return dataclasses.replace(c, raw={**c.raw, "eval_scope": scope})
 
 
-def current_config(
-    rec_cfg: dict[str, Any], sweep: str, results_dir: str, overrides: list[str]
-) -> dict[str, Any]:
-    """The record's training settings with the evaluation settings its sweep has now."""
+def composed_now(sweep: str, overrides: list[str]) -> dict[str, Any]:
+    """The sweep's config as its YAML (plus `overrides`) says today."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-
-    from bench.results import EVAL_KEYS, EVAL_TRAIN_KEYS
 
     named = [f"+sweep={sweep}"] if (CONF / "sweep" / f"{sweep}.yaml").exists() else []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         now = OmegaConf.to_container(compose("config", [*named, *overrides]), resolve=True)
     assert isinstance(now, dict)
+    now.pop("hydra", None)
+    return now
+
+
+def current_config(
+    rec_cfg: dict[str, Any], now: dict[str, Any], sweep: str, results_dir: str
+) -> dict[str, Any]:
+    """The record's training settings with the evaluation settings its sweep has now (`now`,
+    from `composed_now`)."""
+    from bench.results import EVAL_KEYS, EVAL_TRAIN_KEYS
+
     cfg = {**rec_cfg, **{k: now[k] for k in EVAL_KEYS}}
     cfg["train"] = {**rec_cfg["train"], **{k: now["train"][k] for k in EVAL_TRAIN_KEYS}}
     for k, v in now.items():  # keys newer than the record take today's defaults
@@ -156,14 +161,14 @@ def plan(folder: Path, sweep: str, results_dir: str, overrides: list[str]) -> li
     from bench import config
     from bench.record import read
 
+    now = composed_now(sweep, overrides)  # once: the same for every record
     rows = []
     for p in sorted(folder.glob("*.json")):
         r = read(p)
         if r is None or r.status != "success":
             continue
         rec = r.dump()
-        rows.append((p, rec, config.check(current_config(rec["config"], sweep, results_dir,
-                                                         overrides))))  # fmt: skip
+        rows.append((p, rec, config.check(current_config(rec["config"], now, sweep, results_dir))))
     groups: dict[str, list[tuple]] = defaultdict(list)
     for row in rows:
         groups[lr_group(row[2].raw)].append(row)

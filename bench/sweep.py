@@ -26,6 +26,7 @@ from bench import estimate
 from bench.estimate import Cell, Plan
 
 PROGRESS = ".progress.jsonl"
+CONF = Path(__file__).resolve().parent.parent / "conf"
 SWEEP_ID_ENV = "BENCH_SWEEP_ID"
 GROUPS = ("model", "method", "task")  # the order of estimate.Cell
 
@@ -252,8 +253,7 @@ def sweep_models(name: str) -> list[dict[str, Any]]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
         choices = str((cfg.hydra.sweeper.get("params") or {}).get("model") or cfg.model.name)
         out = []
@@ -277,8 +277,7 @@ def sweep_phases(name: str) -> tuple[list[Any], int, int | None]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
     phases = OmegaConf.to_container(cfg, resolve=False).get("phases")  # type: ignore[union-attr]
     jobs = int(OmegaConf.select(cfg, "hydra.launcher.n_jobs", default=1) or 1)
