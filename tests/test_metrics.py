@@ -4,6 +4,8 @@ Tiny random Llama + the character tokenizer: seconds, offline (assets come from 
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from typing import Any
 
@@ -16,7 +18,14 @@ from bench.metrics import evaluate_general, forgetting_summary, measure_inferenc
 from bench.metrics import hallucination as hal
 from bench.metrics import repetition as rep
 from bench.metrics._util import continue_ids
-from bench.metrics.nll import heldout_documents, heldout_texts, score_passages, summarize
+from bench.metrics.nll import (
+    PassageScore,
+    heldout_documents,
+    heldout_texts,
+    score_passages,
+    summarize,
+)
+from bench.metrics.probes import probe_file
 from bench.metrics.settings import EvalSettings, as_dict, available_probes, parse
 from tests.conftest import CONF, compose
 
@@ -295,6 +304,20 @@ def test_nll_matches_lm_eval_rolling(kind: str) -> None:
         assert sum(s.nll) == pytest.approx(-ll, rel=1e-4, abs=1e-3)
     summ = summarize(ours)
     assert summ["nll"] == pytest.approx(-sum(theirs) / sum(len(t) for t in TEXTS), rel=1e-4)
+    # character tokenizer on ASCII text: one byte per token, so bpb = nll / ln 2
+    assert summ["n_bytes"] == summ["n_tokens"] == sum(len(t) for t in TEXTS)
+    assert summ["bpb"] == pytest.approx(summ["nll"] / math.log(2), rel=1e-9)
+
+
+def test_bits_per_byte_hand_worked() -> None:
+    """Two passages: 3 tokens over 6 bytes with NLL 1+2+3 nats, 1 token of 2 bytes ("é") with
+    ln 2 nats: bpb = (6 + ln 2) / ln 2 / 8 bytes; the per-token mean stays (6 + ln 2) / 4."""
+    a = PassageScore([1, 2, 3], [1.0, 2.0, 3.0], [0, 0, 0], n_bytes=6)
+    b = PassageScore([4], [math.log(2)], [0], n_bytes=2)
+    s = summarize([a, b])
+    assert s["bpb"] == pytest.approx((6 + math.log(2)) / math.log(2) / 8)
+    assert s["nll"] == pytest.approx((6 + math.log(2)) / 4)
+    assert s["n_bytes"] == 8 and s["n_tokens"] == 4
 
 
 def test_nll_max_tokens_and_batching() -> None:
@@ -388,11 +411,14 @@ def test_probe_data_files() -> None:
 
 
 def test_forgetting_summary_hand_worked() -> None:
-    before = {"nll": 2.0, "probes": {"a": 0.5, "b": 0.0, "c": 0.8}}
-    after = {"nll": 2.5, "probes": {"a": 0.25, "b": 0.1, "c": 0.8}}
+    before = {"nll": 2.0, "probes": {"a": 0.5, "b": 0.0, "c": 0.8}, "nll_detail": {"bpb": 1.0},
+              "probe_n": {"a": 200}, "probe_chance": {"a": 0.25}}  # fmt: skip
+    after = {"nll": 2.5, "probes": {"a": 0.25, "b": 0.1, "c": 0.8}, "nll_detail": {"bpb": 1.25}}
     f = forgetting_summary(before, after)
     assert f["nll_delta"] == pytest.approx(0.5)
-    assert f["probes"]["a"] == {"before": 0.5, "after": 0.25, "relative_drop": 0.5}
+    assert f["nll_bpb_delta"] == pytest.approx(0.25) and f["nll_bpb_before"] == 1.0
+    assert f["probes"]["a"] == {"before": 0.5, "after": 0.25, "relative_drop": 0.5, "n": 200,
+                                "chance": 0.25}  # fmt: skip
     assert f["probes"]["b"]["relative_drop"] is None  # before = 0: undefined
     assert f["mean_relative_drop"] == pytest.approx((0.5 + 0.0) / 2)
     empty = forgetting_summary({"nll": None, "probes": None}, {"nll": None, "probes": None})
@@ -468,6 +494,12 @@ def test_evaluate_general_tiny_end_to_end() -> None:
     assert set(res) >= {"nll", "probes", "repetition", "hallucination", "timing"}
     assert 0 < res["nll"] < 10 and set(res["probes"]) == {"general_knowledge", "strategyqa"}
     assert res["probe_n"] == {"general_knowledge": 4, "strategyqa": 4}
+    assert res["probe_chance"]["strategyqa"] == 0.5  # yes / no
+    gk = [json.loads(r) for r in probe_file("general_knowledge").read_text().splitlines()[:4]]
+    assert res["probe_chance"]["general_knowledge"] == pytest.approx(
+        sum(1 / len(r["choices"]) for r in gk) / 4
+    )
+    assert res["nll_detail"]["n_bytes"] >= res["nll_detail"]["n_tokens"] > 0
     r = res["repetition"]
     assert r["n_continuations"] == 4 and r["mean_length"] == 40  # EOS suppressed
     assert {"seq_rep_4", "distinct_2", "loop_share", "rep_4", "wrep_16"} <= set(r)

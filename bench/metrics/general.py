@@ -73,8 +73,9 @@ def evaluate_general(
     model: Any, tok: Any, cfg: Mapping[str, Any] | EvalSettings | None
 ) -> dict[str, Any]:
     """{"nll": float, "probes": {name: acc}, "repetition": {...}, "hallucination": {...}} plus
-    detail blocks (`nll_detail`, `probe_n`, `timing` in wall seconds, `cpu_seconds` of this
-    process). A disabled part is None."""
+    detail blocks (`nll_detail` with bits per byte, `probe_n` and `probe_chance` (the expected
+    accuracy of a uniform guess over each item's choices), `timing` in wall seconds,
+    `cpu_seconds` of this process). A disabled part is None."""
     s = parse(cfg)
     out: dict[str, Any] = {"nll": None, "probes": None, "repetition": None, "hallucination": None}
     if not s.enabled:
@@ -111,6 +112,7 @@ def evaluate_general(
             )
             out["probes"] = {k: v["acc"] for k, v in res.items()}
             out["probe_n"] = {k: v["n"] for k, v in res.items()}
+            out["probe_chance"] = {k: v["chance"] for k, v in res.items()}
             clock.stop("probes")
         if s.hallucination.enabled:
             clock.start()
@@ -140,13 +142,23 @@ def _rel_drop(before: float | None, after: float | None) -> float | None:
 def forgetting_summary(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
     """The record's `forgetting` block from two `evaluate_general` results.
 
-    nll_delta = nll_after - nll_before (> 0: the model got worse on general text).
-    probes[name] = {before, after, relative_drop = (before - after) / before}; mean_relative_drop
-    averages relative_drop over the probes where it is defined (before > 0), else None."""
+    nll_delta = nll_after - nll_before (> 0: the model got worse on general text), in nats per
+    token; nll_bpb_* the same in bits per byte of the scored text.
+    probes[name] = {before, after, relative_drop = (before - after) / before, n, chance};
+    mean_relative_drop averages relative_drop over the probes where it is defined (before > 0),
+    else None."""
     nb, na = before.get("nll"), after.get("nll")
+    bb, ba = ((x.get("nll_detail") or {}).get("bpb") for x in (before, after))
     pb, pa = before.get("probes") or {}, after.get("probes") or {}
+    n, chance = before.get("probe_n") or {}, before.get("probe_chance") or {}
     probes = {
-        k: {"before": pb[k], "after": pa[k], "relative_drop": _rel_drop(pb[k], pa[k])}
+        k: {
+            "before": pb[k],
+            "after": pa[k],
+            "relative_drop": _rel_drop(pb[k], pa[k]),
+            "n": n.get(k),
+            "chance": chance.get(k),
+        }
         for k in pb
         if k in pa
     }
@@ -155,6 +167,9 @@ def forgetting_summary(before: Mapping[str, Any], after: Mapping[str, Any]) -> d
         "nll_before": nb,
         "nll_after": na,
         "nll_delta": na - nb if nb is not None and na is not None else None,
+        "nll_bpb_before": bb,
+        "nll_bpb_after": ba,
+        "nll_bpb_delta": ba - bb if bb is not None and ba is not None else None,
         "probes": probes,
         "mean_relative_drop": sum(drops) / len(drops) if drops else None,
     }

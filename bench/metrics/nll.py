@@ -31,6 +31,7 @@ class PassageScore:
     targets: list[int]  # x_0..x_{T-1}
     nll: list[float]  # -log p(x_t | prefix, x_<t)
     preds: list[int]  # argmax_v p(v | prefix, x_<t)
+    n_bytes: int = 0  # UTF-8 bytes of the scored text, decode(x_0..x_{T-1}): the bpb denominator
 
 
 @lru_cache(maxsize=1)
@@ -88,18 +89,24 @@ def score_passages(
             k = len(enc[i])
             row = logits[j, :k].float()
             nll = F.cross_entropy(row, torch.tensor(enc[i], device=dev), reduction="none")
-            out[i] = PassageScore(enc[i], nll.tolist(), row.argmax(-1).tolist())
+            nbytes = len(tok.decode(enc[i]).encode("utf-8"))
+            out[i] = PassageScore(enc[i], nll.tolist(), row.argmax(-1).tolist(), nbytes)
         del logits
     return [out[i] for i in range(len(enc)) if i in out]
 
 
 def summarize(scores: Sequence[PassageScore]) -> dict[str, float]:
+    """Token-weighted mean NLL (nats), and bits per byte = total NLL / ln 2 / bytes of the scored
+    text: the tokenizer-free unit, so models with different vocabularies share one axis."""
     total = sum(sum(s.nll) for s in scores)
     n = sum(len(s.nll) for s in scores)
+    nbytes = sum(s.n_bytes for s in scores)
     mean = total / n if n else float("nan")
     return {
         "nll": mean,
         "ppl": math.exp(mean) if n else float("nan"),
+        "bpb": total / math.log(2) / nbytes if nbytes else float("nan"),
         "n_tokens": n,
+        "n_bytes": nbytes,
         "n_passages": len(scores),
     }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -208,7 +209,8 @@ def run_probes(
     batch_size: int,
     seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """{probe: {"acc": accuracy, "n": examples}} through `lm_eval.simple_evaluate`."""
+    """{probe: {"acc": accuracy, "n": examples, "chance": mean of 1 / choices over them}}
+    through `lm_eval.simple_evaluate` (`limit` takes the first rows, so chance is over those)."""
     import lm_eval
 
     with eval_mode(model), preserved_rng(), _quiet("lm_eval"):
@@ -230,8 +232,12 @@ def run_probes(
     out = {}
     for n in names:
         t = TASK_PREFIX + n
-        out[n] = {
-            "acc": float(res["results"][t]["acc,none"]),
-            "n": res["n-samples"][t]["effective"],
-        }
+        k = res["n-samples"][t]["effective"]
+        out[n] = {"acc": float(res["results"][t]["acc,none"]), "n": k, "chance": chance(n, k)}
     return out
+
+
+def chance(name: str, n: int) -> float:
+    """Expected accuracy of a uniform guess over the choices of the probe's first `n` items."""
+    rows = probe_file(name).read_text(encoding="utf-8").splitlines()[:n]
+    return sum(1 / len(json.loads(r)["choices"]) for r in rows) / len(rows) if rows else math.nan
