@@ -132,7 +132,9 @@ def environment(device: str) -> dict[str, Any]:
             pkgs[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             pkgs[p] = None
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    # code only: a sweep rewrites its own committed records (results/, reports/) as it goes
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--",
+                 ":(top,exclude)results", ":(top,exclude)reports")  # fmt: skip
     dev = (
         torch.cuda.get_device_name(0)
         if device.startswith("cuda")
