@@ -386,7 +386,7 @@ def rank_heatmap(
         n_rows = max((len(v) for v in cells.values()), default=1)
         pad = _label_pad([k for v in cells.values() for k in v])
         width = pad + 0.55 * len(columns) + 0.3
-        height = 0.3 * n_rows + 2.2  # rotated column names below
+        height = 0.3 * n_rows + 1.9  # rotated column names below
         fig = MplFigure(figsize=(width * len(cells) + 0.9, height))
         cmap = mpl.colormaps["RdYlGn_r"]
         x = 0.0
@@ -397,8 +397,8 @@ def rank_heatmap(
             with np.errstate(invalid="ignore", divide="ignore"):
                 scaled = np.where(k > 1, (grid - 1) / (k - 1), 0.0)
             left = (x + pad) / fig.get_figwidth()
-            ax = fig.add_axes((left, 1.6 / height, 0.55 * len(columns) / fig.get_figwidth(),
-                               (height - 2.2) / height))  # fmt: skip
+            ax = fig.add_axes((left, 1.3 / height, 0.55 * len(columns) / fig.get_figwidth(),
+                               (height - 1.9) / height))  # fmt: skip
             ax.imshow(np.ma.masked_invalid(np.where(np.isfinite(grid), scaled, np.nan)),
                       cmap=cmap, vmin=0, vmax=1, aspect="auto")  # fmt: skip
             for i in range(grid.shape[0]):
