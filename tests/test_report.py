@@ -28,7 +28,7 @@ from bench.report import build_report, load_results
 from bench.report.__main__ import main as report_main
 from bench.report.frame import frame_of
 from bench.report.prepare import prepare
-from bench.report.sections.runs import lr_of
+from bench.report.sections.selection import lr_of
 from bench.report.stats import mean_ci, pareto_front
 
 pytestmark = pytest.mark.unit  # synthetic records only: no model weights
@@ -339,8 +339,10 @@ def test_files_written(built: tuple[Path, Path, Path]) -> None:
     figs = sorted(p.name for p in (out / "figures").iterdir())
     stems = {p.rsplit(".", 1)[0] for p in figs}
     assert {f"{s}.png" for s in stems} | {f"{s}.pdf" for s in stems} == set(figs)
-    # per cell: Pareto + training; per task: scaling (two model sizes)
-    assert len(stems) == 2 * 2 * 2 + 2
+    # per cell: Pareto + training; per task: scaling (two model sizes); the summary's rank
+    # heatmap and the learning-rate grid evidence
+    assert len(stems) == 2 * 2 * 2 + 2 + 2
+    assert {"summary_ranks", "selection_grid"} <= stems
     assert "pareto__smollm2-135m__reverse" in stems and "scaling__arith" in stems
     for f in figs:
         assert (out / "figures" / f).read_bytes()[:4] in (b"\x89PNG", b"%PDF")
@@ -980,3 +982,105 @@ def test_cell_tests_mark_the_best_and_the_floor() -> None:
     assert sig.csv_fields(t, "a")["diff_vs_baseline"] == pytest.approx(25 / 40)
     floor = {k: (rows(0), None, 0) for k in ("a", "full")}
     assert not sig.cell_tests(floor).signal
+
+
+def test_cell_tests_vs_base_and_the_bar() -> None:
+    """'a' 30/40 right after, 0/40 before: paired Δ vs base +0.75 and above the base's Wilson
+    bound (0.088); 'b' 3/40 = 0.075 is below the bound: it does not beat the base."""
+    import pandas as pd
+
+    from bench.report.sections import significance as sig
+
+    def rows(k: int) -> pd.DataFrame:
+        after = [1.0] * k + [0.0] * (40 - k)
+        return pd.DataFrame({"quality.per_example.after.score": [after],
+                             "quality.per_example.before.score": [[0.0] * 40]})  # fmt: skip
+
+    t = sig.cell_tests({"a": (rows(30), None, 0), "b": (rows(3), None, 0)})
+    assert t.vs_base["a"].diff == pytest.approx(0.75) and t.vs_base["a"].p < 1e-3
+    assert t.beats_base("a") and not t.beats_base("b")
+    assert sig.csv_fields(t, "b")["beats_base"] is False
+
+
+def test_edge_of_grid_and_interval_ties() -> None:
+    from bench.report.sections.selection import Choice
+    from bench.report.sections.summary import best_by_interval
+    from bench.report.stats import mean_ci
+
+    grid = (1e-4, 3e-4, 1e-3)
+    edge = Choice("m", "t", "lora", 0, grid, (2.0, 1.5, 1.2), 1e-3, 3.0)
+    assert edge.edge == "highest"
+    assert Choice("m", "t", "lora", 0, grid, (1.0, 1.5, 1.2), 1e-4, 3.0).edge == "lowest"
+    assert Choice("m", "t", "lora", 0, grid, (2.0, 1.0, 1.2), 3e-4, 3.0).edge == ""
+    # a: 1, 2, 3 -> 2 ± 2.48; b: 4, 5, 6 -> 5 ± 2.48 (intervals overlap); c: 10, 10.1, 9.9
+    stats = {"a": mean_ci([1, 2, 3]), "b": mean_ci([4, 5, 6]), "c": mean_ci([10, 10.1, 9.9])}
+    low = best_by_interval(stats, higher=False)
+    assert (low.best, low.ties) == ("a", ["b"])
+    high = best_by_interval(stats, higher=True)
+    assert (high.best, high.ties) == ("c", [])
+    one = best_by_interval({"a": mean_ci([1]), "b": mean_ci([1.1])}, higher=False)
+    assert (one.best, one.ties) == ("a", [])  # n = 1: no interval, no tie claimed
+
+
+def test_concurrency_from_run_times() -> None:
+    from bench.report.sections.summary import concurrency
+
+    t = pd.to_datetime
+    df = pd.DataFrame({"started_at": t(["2026-01-01 10:00", "2026-01-01 10:30",
+                                        "2026-01-01 12:00"], utc=True),
+                       "finished_at": t(["2026-01-01 11:00", "2026-01-01 11:30",
+                                         "2026-01-01 12:10"], utc=True)})  # fmt: skip
+    assert concurrency(df) == (2, 3)  # the first two overlap, the third ran alone
+
+
+def test_probe_validity_keeps_probes_above_chance(tmp_path: Path) -> None:
+    """strategyqa at 0.5 on 200 yes/no items is chance: left out of the mean drop; a probe at
+    0.6 of 200 with chance 0.25 (Wilson low 0.53) counts. The report's drop then averages the
+    kept probe only."""
+    recs = []
+    for s in (0, 1):
+        r = fixture_record("lora", "ladder-4m", "arith", s)
+        r["forgetting"]["probes"] = {
+            "general_knowledge": {"before": 0.6, "after": 0.3, "n": 200, "chance": 0.25},
+            "strategyqa": {"before": 0.5, "after": 0.25, "n": 200, "chance": 0.5},
+        }
+        recs.append(r)
+    from bench.report import load_results
+    from bench.report.prepare import prepare
+
+    d = prepare(load_results(write_folder(tmp_path / "r", recs)))
+    v = d.probes["ladder-4m"]
+    assert v["general_knowledge"].kept and not v["strategyqa"].kept
+    assert v["general_knowledge"].low == pytest.approx(0.531, abs=0.002)
+    assert d.ok["d.probe_drop"].tolist() == pytest.approx([0.5, 0.5])  # (0.6 - 0.3) / 0.6
+    out = build_report(tmp_path / "r", tmp_path / "out")
+    md = (out / "report.md").read_text()
+    assert "Left out of the mean drop: strategyqa" in md
+    assert "probes at chance, left out of forgetting: strategyqa" in md
+
+
+def test_summary_verdict_follows_the_numbers(tmp_path: Path) -> None:
+    """Two methods, 3 seeds, 40 test examples each; which one the summary names as best, and
+    whether the other is '≈', must change when the per-example scores change."""
+
+    def recs(k_full: int, k_lora: int) -> list[dict[str, Any]]:
+        out = []
+        for m, k in (("full", k_full), ("lora", k_lora)):
+            for s in (0, 1, 2):
+                r = fixture_record(m, "ladder-4m", "arith", s)
+                after = [1.0] * k + [0.0] * (40 - k)
+                r["quality"] |= {"after": k / 40, "before": 0.0, "n_test": 40, "per_example": {
+                    "before": {"score": [0.0] * 40}, "after": {"score": after}}}  # fmt: skip
+                out.append(r)
+        return out
+
+    a = build_report(write_folder(tmp_path / "a", recs(30, 10)), tmp_path / "ra")
+    text = (a / "report.md").read_text()
+    assert "full has the best exact_match" in text and "every other method is worse" in text
+    b = build_report(write_folder(tmp_path / "b", recs(10, 30)), tmp_path / "rb")
+    text = (b / "report.md").read_text()
+    assert "lora has the best exact_match" in text
+    c = build_report(write_folder(tmp_path / "c", recs(30, 29)), tmp_path / "rc")
+    text = (c / "report.md").read_text()
+    assert "full has the best exact_match" in text and "lora cannot be told apart" in text
+    assert "## Limitations" in text and "Seeds: 3 per (method, cell)" in text

@@ -10,6 +10,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
@@ -329,4 +330,85 @@ def curves_figure(curves: Mapping[str, Sequence[Sequence[float]]], title: str) -
         ax.set_ylabel("training loss")
         ax.legend(loc="upper right", fontsize=7)
         fig.suptitle(title)
+        return fig
+
+
+def grid_figure(
+    cells: Mapping[str, Sequence[Any]], styles: Mapping[str, tuple[str, str]]
+) -> MplFigure:
+    """Per cell, validation loss after training vs learning rate for each grid search
+    (``bench.report.sections.selection.Choice``); filled marker: the chosen rate; dashed: base."""
+    with mpl.rc_context(_RC):
+        n = len(cells)
+        legend_w = 1.7  # inches kept free on the right for the legend
+        fig, axes = _panels((5.2 * n + legend_w, 4.0), (0.75,) * n)
+        for ax in axes:  # shrink every panel's width to leave the legend room
+            box = ax.get_position()
+            scale = (5.2 * n) / (5.2 * n + legend_w)
+            ax.set_position((box.x0 * scale, box.y0, box.width * scale, box.height))
+        handles: dict[str, Any] = {}
+        for ax, (title, picks) in zip(axes, cells.items(), strict=True):
+            lows, highs = [], []
+            for p in picks:
+                color, marker = styles[p.label]
+                pts = [(x, y) for x, y in zip(p.lrs, p.val, strict=True) if math.isfinite(y)]
+                if not pts:
+                    continue
+                (line,) = ax.plot(*zip(*pts, strict=True), "-", marker=marker, color=color,
+                                  mfc="white", ms=5, lw=1.1)  # fmt: skip
+                chosen = [(x, y) for x, y in pts if x == p.chosen]
+                ax.plot(*zip(*chosen, strict=True), marker=marker, color=color, ms=7, ls="")
+                handles.setdefault(p.label, line)
+                lows.append(min(y for _, y in pts))
+                highs.append(max(y for _, y in pts))
+            bases = [p.val_before for p in picks if math.isfinite(p.val_before)]
+            if bases:
+                ax.axhline(bases[0], color="0.3", ls="--", lw=1)
+                lows.append(bases[0])
+                highs.append(bases[0])
+            ax.set_xscale("log")
+            if lows and min(lows) > 0 and max(highs) / min(lows) > 10:
+                ax.set_yscale("log")
+            ax.set_title(title)
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel("validation loss after training")
+        fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8,
+                   frameon=False)  # fmt: skip
+        fig.suptitle("Learning-rate grids: validation loss (filled: chosen; dashed: base model)")
+        return fig
+
+
+def rank_heatmap(
+    cells: Mapping[str, Mapping[str, Sequence[float]]], columns: Sequence[str]
+) -> MplFigure:
+    """One panel per cell: methods x measures, coloured by rank scaled to [0, 1] (0 = best)."""
+    with mpl.rc_context(_RC):
+        n_rows = max((len(v) for v in cells.values()), default=1)
+        pad = _label_pad([k for v in cells.values() for k in v])
+        width = pad + 0.55 * len(columns) + 0.3
+        height = 0.3 * n_rows + 1.9  # rotated column names below
+        fig = MplFigure(figsize=(width * len(cells) + 0.9, height))
+        cmap = mpl.colormaps["RdYlGn_r"]
+        x = 0.0
+        for title, ranks in cells.items():
+            labels = list(ranks)
+            grid = np.array([ranks[k] for k in labels], dtype=float)
+            k = np.sum(np.isfinite(grid), axis=0)  # methods ranked per column
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scaled = np.where(k > 1, (grid - 1) / (k - 1), 0.0)
+            left = (x + pad) / fig.get_figwidth()
+            ax = fig.add_axes((left, 1.3 / height, 0.55 * len(columns) / fig.get_figwidth(),
+                               (height - 1.9) / height))  # fmt: skip
+            ax.imshow(np.ma.masked_invalid(np.where(np.isfinite(grid), scaled, np.nan)),
+                      cmap=cmap, vmin=0, vmax=1, aspect="auto")  # fmt: skip
+            for i in range(grid.shape[0]):
+                for j in range(grid.shape[1]):
+                    if np.isfinite(grid[i, j]):
+                        ax.text(j, i, f"{grid[i, j]:g}", ha="center", va="center", fontsize=7)
+            ax.set_xticks(range(len(columns)), columns, rotation=50, ha="right")
+            ax.set_yticks(range(len(labels)), labels)
+            ax.grid(False)
+            ax.set_title(title)
+            x += width
+        fig.suptitle("Rank of each method per measure (1 = best)")
         return fig

@@ -6,7 +6,9 @@ Aggregation rules (stated in the report too):
   distinct row, ``<method>:<setting>``); records without a ``label`` fall back to ``method``;
 - when a label has several runs for one (model, task, seed) (a learning-rate grid), the run
   with the lowest *validation* loss after training is kept; test scores never select;
-- mean and two-sided 95% Student-t interval over seeds, with n shown.
+- mean and two-sided 95% Student-t interval over seeds, with n shown;
+- a probe counts for forgetting only where the base model is above chance beyond its 95%
+  Wilson interval (``probe_validity``); the probe drop averages those probes.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ import pandas as pd
 from bench import methods
 from bench.report import figures as F
 from bench.report.doc import finite
-from bench.report.stats import Stat, mean_ci
+from bench.report.stats import Stat, mean_ci, proportion_ci
 
 NLL_LABEL = "ΔNLL on general text (after − before)"
+BPB_LABEL = "Δ bits per byte on general text (after − before)"
 KEYS = ["model", "task", "label", "seed"]  # one statistics slot; more runs = a choice
 
 
@@ -59,10 +62,29 @@ class Data:
     styles: dict[str, tuple[str, str]]
     cells: list[tuple[str, str]]  # (model, task), models by size
     flagged: pd.DataFrame  # chosen runs that failed to learn: listed, not ranked
+    probes: dict[str, dict[str, ProbeValidity]]  # model -> probe -> the base's standing on it
+
+
+@dataclass(frozen=True)
+class ProbeValidity:
+    """The base model on one probe: accuracy with its Wilson interval against chance."""
+
+    n: int | None  # items scored (None: the records predate it)
+    chance: float  # mean of 1/choices over those items (NaN: unrecorded)
+    base: float  # the base model's accuracy (the most common "before" among the model's runs)
+    low: float
+    high: float
+
+    @property
+    def kept(self) -> bool:
+        """Above chance beyond the interval; a probe without n or chance is kept (unknown)."""
+        return not math.isfinite(self.chance) or not math.isfinite(self.low) or (
+            self.low > self.chance)  # fmt: skip
 
 
 def prepare(df: pd.DataFrame) -> Data:
-    df = _derived(df)
+    validity = probe_validity(df)
+    df = _derived(df, validity)
     ok = df[df["status"] == "success"].copy()
     ok["_val"] = np.nan_to_num(col(ok, "d.val_loss_after"), nan=np.inf)  # unmeasured never wins
     ok = ok.sort_values([*KEYS, "_val", "run_id"], kind="stable")
@@ -82,10 +104,32 @@ def prepare(df: pd.DataFrame) -> Data:
     size = df.groupby("model")["model_size"].max()
     models = sorted(df["model"].unique(), key=lambda m: (size_key(size.get(m)), m))
     cells = [(m, t) for m in models for t in sorted(df.loc[df["model"] == m, "task"].unique())]
-    return Data(df, kept, candidates, labels, F.style(labels), cells, flagged)
+    return Data(df, kept, candidates, labels, F.style(labels), cells, flagged, validity)
 
 
-def _derived(df: pd.DataFrame) -> pd.DataFrame:
+def probe_validity(df: pd.DataFrame) -> dict[str, dict[str, ProbeValidity]]:
+    """Per model and probe, the base accuracy (the mode of the runs' "before": QLoRA's 4-bit
+    base differs from the others') with its Wilson interval and the recorded chance level."""
+    out: dict[str, dict[str, ProbeValidity]] = {}
+    ok = df[df["status"] == "success"] if "status" in df else df
+    for model, g in ok.groupby("model", dropna=False):
+        for probe in probe_names(g):
+            before = pd.Series(col(g, f"forgetting.probes.{probe}.before")).dropna()
+            if before.empty:
+                continue
+            base = float(before.round(6).mode().min())
+            n_vals = pd.Series(col(g, f"forgetting.probes.{probe}.n")).dropna()
+            chance = pd.Series(col(g, f"forgetting.probes.{probe}.chance")).dropna()
+            n = int(n_vals.max()) if len(n_vals) else None
+            low, high = proportion_ci(round(base * n), n) if n else (math.nan, math.nan)
+            c = float(chance.median()) if len(chance) else math.nan
+            out.setdefault(str(model), {})[probe] = ProbeValidity(n, c, base, low, high)
+    return out
+
+
+def _derived(
+    df: pd.DataFrame, validity: dict[str, dict[str, ProbeValidity]] | None = None
+) -> pd.DataFrame:
     """A copy with the row label, filled keys and the ``d.*`` columns computed from records."""
     df = df.copy()
     df["label"] = df["label"].fillna(df["method"]).fillna("?")  # older records: no label
@@ -104,11 +148,23 @@ def _derived(df: pd.DataFrame) -> pd.DataFrame:
     ratio = 100 * col(df, "params.trainable") / col(df, "params.total")
     df["d.trainable_pct"] = np.where(np.isfinite(ratio), ratio, col(df, "params.trainable_pct"))
     df["d.merged_tokens_per_s"] = col(df, "inference.merged.tokens_per_s")
+    df["d.nll_bpb_delta"] = col(df, "forgetting.nll_bpb_delta")
+    kept = np.zeros(len(df))
+    total = np.zeros(len(df))
     for probe in probe_names(df):
         before = col(df, f"forgetting.probes.{probe}.before")
         after = col(df, f"forgetting.probes.{probe}.after")
         with np.errstate(divide="ignore", invalid="ignore"):
-            df[f"d.probe_drop.{probe}"] = np.where(before != 0, (before - after) / before, np.nan)
+            drop = np.where(before != 0, (before - after) / before, np.nan)
+        df[f"d.probe_drop.{probe}"] = drop
+        use = np.array([(validity or {}).get(m, {}).get(probe) is None
+                        or validity[m][probe].kept for m in df["model"]])  # fmt: skip
+        use &= np.isfinite(drop)
+        kept += np.where(use, drop, 0.0)
+        total += use
+    # the mean relative drop over the probes that can show forgetting (base above chance)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df["d.probe_drop"] = np.where(total > 0, kept / total, np.nan)
     return df
 
 

@@ -20,9 +20,10 @@ from bench.report.sections.runs import (
     method_notes,
     not_learned,
     runs_table,
-    selection,
 )
 from bench.report.sections.scaling import scaling
+from bench.report.sections.selection import selection
+from bench.report.sections.summary import learned, limitations, summary
 
 __all__ = ["build_sections"]
 
@@ -33,11 +34,12 @@ def build_sections(
     """All report sections, plus tables written only as files (too wide or one row per run)."""
     d = prepare(df)
     boards, leaderboard_csv = leaderboards(d)
-    sections = [provenance(d, sweep=sweep, source=source), *boards, scaling(d)]
+    sections = [summary(d), provenance(d, sweep=sweep, source=source), *boards, learned(d)]
+    sections.append(scaling(d))
     sections += [repetition(d), hallucination(d), probes(d), eval_cost(d)]
     if len(d.candidates):
         sections.append(selection(d))
     if len(d.flagged):
         sections.append(not_learned(d))
-    sections += [failures(d), method_notes(d)]
+    sections += [failures(d), method_notes(d), limitations(d)]
     return sections, [leaderboard_csv, runs_table(d)]

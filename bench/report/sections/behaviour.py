@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from bench.report.doc import Section, Table, num, stat
+from bench.report.doc import DASH, Note, Section, Table, num, stat
 from bench.report.prepare import Data, groups, keys_under, probe_names, stat_of
 
 REP_SHOWN = ("degeneration", "seq_rep_4", "distinct_2", "same_share", "loop_share", "rep_32")
@@ -88,12 +88,36 @@ def probes(d: Data) -> Section:
         "Forgetting: general-ability probes",
         "probes",
         [
-            "Relative drop per probe, (before − after) / before: positive = ability lost.",
+            "Relative drop per probe, (before − after) / before: positive = ability lost. A "
+            "probe shows forgetting only if the base model knows something on it, so a probe "
+            "counts only where the base model's accuracy is above chance beyond its 95% Wilson "
+            "interval; the others are shown but left out of the mean drop (and of the "
+            "leaderboards' probe drop).",
         ],
     )
     if not names:
         sec.blocks.append("No run measured probes.")
         return sec
+    vrows, vdata = [], []
+    for model, per in d.probes.items():
+        for p, v in per.items():
+            ci = f"[{num(v.low)}, {num(v.high)}]" if v.n else DASH
+            vrows.append([model, p, str(v.n) if v.n else DASH, num(v.chance), f"{num(v.base)} {ci}",
+                          "yes" if v.kept else "no (at chance)"])  # fmt: skip
+            vdata.append({"model": model, "probe": p, "n": v.n, "chance": v.chance,
+                          "base_acc": v.base, "base_low": v.low, "base_high": v.high,
+                          "kept": v.kept})  # fmt: skip
+    sec.blocks.append(Table(
+        "probe_validity",
+        "Base model on each probe: items scored, chance (mean of 1/choices), accuracy with its "
+        "95% Wilson interval; kept when the interval lies above chance.",
+        ["Model", "Probe", "n", "Chance", "Base accuracy [95% CI]", "Counts"],
+        vrows,
+        pd.DataFrame(vdata),
+    ))  # fmt: skip
+    if dropped := sorted({p for per in d.probes.values() for p, v in per.items() if not v.kept}):
+        why = "(base model not above chance)"
+        sec.blocks.append(Note(f"Left out of the mean drop: {', '.join(dropped)} {why}."))
     rows, data = [], []
     for head, g in groups(d):
         rec = dict(head)
@@ -106,15 +130,17 @@ def probes(d: Data) -> Section:
                 f"{p}_drop_mean": s.mean,
                 f"{p}_drop_ci95": s.half,
             }
-            cells.append(stat(s, "num"))
-        mean_drop = stat_of(g, "forgetting.mean_relative_drop")
+            valid = d.probes.get(head["model"], {}).get(p)
+            cells.append(stat(s, "num") + ("" if valid is None or valid.kept else " (at chance)"))
+        mean_drop = stat_of(g, "d.probe_drop")
         rec |= {"mean_drop_mean": mean_drop.mean, "mean_drop_ci95": mean_drop.half}
         data.append(rec)
         rows.append([*(str(v) for v in head.values()), *cells, stat(mean_drop, "num")])
     sec.blocks.append(
         Table(
             "probes",
-            "Relative probe drop per probe, mean ± 95% t-interval.",
+            "Relative probe drop per probe, mean ± 95% t-interval over seeds; Mean: over the "
+            "probes that count.",
             ["Model", "Task", "Method", "n", *names, "Mean"],
             rows,
             pd.DataFrame(data),

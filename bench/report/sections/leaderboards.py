@@ -23,7 +23,7 @@ from bench.report.doc import (
     stat,
 )
 from bench.report.frame import slug
-from bench.report.prepare import NLL_LABEL, Data, cell_of, first, stat_of
+from bench.report.prepare import BPB_LABEL, NLL_LABEL, Data, cell_of, first, stat_of
 from bench.report.render import anchor
 from bench.report.sections import significance as sig
 from bench.report.stats import Stat
@@ -35,7 +35,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("quality_gain", "d.quality_gain", "num"),
     ("val_loss_after", "quality.val_loss_after", "num"),
     ("nll_delta", "d.nll_delta", "num"),
-    ("probe_drop", "forgetting.mean_relative_drop", "num"),
+    ("nll_bpb_delta", "d.nll_bpb_delta", "num"),
+    ("probe_drop", "d.probe_drop", "num"),
     ("seq_rep_4_after", "repetition.after.seq_rep_4", "num"),
     # the repetition headline: max(seq_rep_4, 1 - distinct_2), so collapse ranks as repetitive
     ("degeneration_after", "repetition.after.degeneration", "num"),
@@ -56,8 +57,8 @@ METRICS: list[tuple[str, str, str]] = [
     ("final_train_loss", "train.final_loss", "num"),
 ]
 # Display columns after the quality ones (the order of the rows built in _rows).
-_COLUMNS = ("ΔNLL", "Probe drop", "Degeneration", "Halluc. rate", "Peak memory", "Train tok/s",
-            "Trainable", "Adapter")  # fmt: skip
+_COLUMNS = ("ΔNLL {unit}", "Probe drop", "Degeneration", "Halluc. rate", "Peak memory",
+            "Train tok/s", "Trainable", "Adapter")  # fmt: skip
 # Per label in one cell: its counted runs, their statistics, the number of failed runs.
 PerLabel = dict[str, tuple[pd.DataFrame, dict[str, Stat], int]]
 
@@ -114,8 +115,7 @@ def _cell(d: Data, model: str, task: str) -> tuple[Section, list[dict[str, Any]]
         f"Quality metric: {metric} on the test split"
         + (f" ({num(n_test, 0)} examples)." if finite(n_test) else ".")
     )
-    per = _per_label(d.labels, all_runs, ok)
-    tests = sig.cell_tests(per)
+    per, tests = cell_view(d, model, task)
     if ok.empty:
         sec.blocks.append(Note("No successful runs for this model and task."))
     elif tests.best is not None and not tests.signal:
@@ -123,7 +123,8 @@ def _cell(d: Data, model: str, task: str) -> tuple[Section, list[dict[str, Any]]
             f"No task-metric signal: no method beats the base model's {metric} beyond its 95% "
             f"interval (upper end {num(tests.base_high)}); methods are ranked by answer bits "
             "per byte on the test split instead (lower is better)."))  # fmt: skip
-    csv_rows, disp = _rows(model, task, per, tests)
+    bpb = _use_bpb(per)
+    csv_rows, disp = _rows(model, task, per, tests, bpb)
     sec.blocks.append(
         Table(
             f"leaderboard__{name}",
@@ -134,7 +135,7 @@ def _cell(d: Data, model: str, task: str) -> tuple[Section, list[dict[str, Any]]
                 f"{metric} before → after",
                 f"Δ {metric}",
                 "vs best (paired)",
-                *_COLUMNS,
+                *(c.format(unit="(bits/byte)" if bpb else "(nats/token)") for c in _COLUMNS),
             ],
             disp,
             pd.DataFrame(csv_rows, columns=list(csv_rows[0]) if csv_rows else None),
@@ -143,6 +144,12 @@ def _cell(d: Data, model: str, task: str) -> tuple[Section, list[dict[str, Any]]
     if not ok.empty:
         sec.blocks += _cell_figures(d, model, task, metric, name, per)
     return sec, csv_rows
+
+
+def cell_view(d: Data, model: str, task: str) -> tuple[PerLabel, sig.CellTests]:
+    """A cell's ranked methods with their statistics, and its paired tests."""
+    per = _per_label(d.labels, cell_of(d.df, model, task), cell_of(d.ok, model, task))
+    return per, sig.cell_tests(per)
 
 
 def _per_label(labels: list[str], all_runs: pd.DataFrame, ok: pd.DataFrame) -> PerLabel:
@@ -156,8 +163,14 @@ def _per_label(labels: list[str], all_runs: pd.DataFrame, ok: pd.DataFrame) -> P
     return per
 
 
+def _use_bpb(per: PerLabel) -> bool:
+    """General-text forgetting in bits per byte where every ranked method measured it."""
+    stats = [s for rows, s, _ in per.values() if len(rows)]
+    return bool(stats) and all(s["nll_bpb_delta"].n for s in stats)
+
+
 def _rows(
-    model: str, task: str, per: PerLabel, tests: sig.CellTests
+    model: str, task: str, per: PerLabel, tests: sig.CellTests, bpb: bool
 ) -> tuple[list[dict[str, Any]], list[list[str]]]:
     """CSV records and display rows, best quality after first (unmeasured last); in a cell with
     no task-metric signal, lowest answer bits per byte first."""
@@ -191,7 +204,7 @@ def _rows(
                 f"{q_before} → {stat(s['quality_after'], 'num', n)}",
                 stat(s["quality_gain"], "num", n),
                 sig.mark(tests, label),
-                stat(s["nll_delta"], "num", n),
+                stat(s["nll_bpb_delta" if bpb else "nll_delta"], "num", n),
                 stat(s["probe_drop"], "num", n),
                 stat(s["degeneration_after"], "num", n),
                 stat(s["hallucination_rate_after"], "num", n),
@@ -215,9 +228,10 @@ def _cell_figures(
 ) -> list[Block]:
     labels = [k for k in d.labels if k in per and len(per[k][0])]
     st = {k: per[k][1] for k in labels}
+    bpb = _use_bpb({k: per[k] for k in labels})
     use_nll = any(st[k]["nll_delta"].n for k in labels)
-    forget_key = "nll_delta" if use_nll else "probe_drop"
-    forget_label = NLL_LABEL if use_nll else "mean relative probe drop"
+    forget_key = "nll_bpb_delta" if bpb else "nll_delta" if use_nll else "probe_drop"
+    forget_label = BPB_LABEL if bpb else NLL_LABEL if use_nll else "mean relative probe drop"
     pareto = F.pareto_figure(
         memory=[F.Point(k, st[k]["peak_memory_bytes"], st[k]["quality_after"]) for k in labels],
         params=[F.Point(k, st[k]["trainable_params"], st[k]["quality_after"]) for k in labels],

@@ -1,4 +1,4 @@
-"""Per-run listings: the validation choice, the failures, every run record, method notes."""
+"""Per-run listings: the failures, the runs that failed to learn, every run record, method notes."""
 
 from __future__ import annotations
 
@@ -8,68 +8,9 @@ import pandas as pd
 
 from bench import methods
 from bench.report import figures as F
-from bench.report.doc import DASH, Section, Table, finite, num
+from bench.report.doc import DASH, Section, Table, num
 from bench.report.prepare import Data
-
-ORDER = ["model", "task", "label", "seed", "run_id"]  # row order of every per-run table
-
-
-def lr_of(row: pd.Series) -> str:
-    """The learning rate a run used: the record's ``train.lr``, else the resolved config's
-    (``train.lr`` overrides the method's default ``method.lr``)."""
-    if finite(row.get("train.lr")):
-        return f"{float(row['train.lr']):g}"
-    config = row.get("config")
-    for block in ("train", "method"):
-        sub = config.get(block) if isinstance(config, dict) else None
-        value = sub.get("lr") if isinstance(sub, dict) else None
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return f"{value:g}"
-    return DASH
-
-
-def selection(d: Data) -> Section:
-    c = d.candidates.sort_values(ORDER, kind="stable")
-    rows = [
-        [
-            r["model"],
-            r["task"],
-            r["label"],
-            str(r["seed"]),
-            r["run_id"],
-            lr_of(r),
-            num(r["d.val_loss_after"]),
-            "yes" if r["selected"] else "",
-        ]
-        for _, r in c.iterrows()
-    ]
-    data = pd.DataFrame(
-        {
-            "model": c["model"],
-            "task": c["task"],
-            "method": c["label"],
-            "seed": c["seed"],
-            "run_id": c["run_id"],
-            "lr": [lr_of(r) for _, r in c.iterrows()],
-            "val_loss_after": c["d.val_loss_after"],
-            "selected": c["selected"],
-        }
-    )
-    return Section(
-        "Hyperparameter selection",
-        "selection",
-        [
-            "Runs that competed for one (model, task, method, seed) slot; the lowest validation "
-            "loss after training was kept.",
-            Table(
-                "selection",
-                "Validation-based selection.",
-                ["Model", "Task", "Method", "Seed", "Run", "LR", "Val loss", "Kept"],
-                rows,
-                data,
-            ),
-        ],
-    )
+from bench.report.sections.selection import ORDER
 
 
 def failures(d: Data) -> Section:

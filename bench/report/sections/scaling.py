@@ -5,7 +5,7 @@ from __future__ import annotations
 from bench.report import figures as F
 from bench.report.doc import Section, count, finite
 from bench.report.frame import slug
-from bench.report.prepare import NLL_LABEL, Data, first, size_key, stat_of
+from bench.report.prepare import BPB_LABEL, NLL_LABEL, Data, first, size_key, stat_of
 
 
 def scaling(d: Data) -> Section:
@@ -25,23 +25,29 @@ def scaling(d: Data) -> Section:
         if len(models) < 2:
             sec.blocks.append(f"{task}: fewer than two models of known size; no curve.")
             continue
+        # bits per byte where measured: a tokenizer-free axis shared by every model size
+        q_col, q_label = ("quality.answer_bpb_after", "answer bits/byte after (lower is better)")
+        if q_col not in g or not g[q_col].notna().any():
+            q_col, q_label = "quality.after", f"{first(g, 'quality.metric') or 'quality'} after"
+        f_col, f_label = ("d.nll_bpb_delta", BPB_LABEL)
+        if not g[f_col].notna().any():
+            f_col, f_label = "d.nll_delta", NLL_LABEL
         quality, forget = {}, {}
         for label in d.labels:
             pts_q, pts_f = [], []
             for m in models:
                 rows = g[(g["model"] == m) & (g["label"] == label)]
                 if len(rows):
-                    pts_q.append((float(sizes[m]), stat_of(rows, "quality.after")))
-                    pts_f.append((float(sizes[m]), stat_of(rows, "d.nll_delta")))
+                    pts_q.append((float(sizes[m]), stat_of(rows, q_col)))
+                    pts_f.append((float(sizes[m]), stat_of(rows, f_col)))
             if pts_q:
                 quality[label], forget[label] = pts_q, pts_f
-        metric = first(g, "quality.metric") or "quality"
         fig = F.scaling_figure(
             quality=quality,
             forgetting=forget,
             styles=d.styles,
-            quality_label=f"{metric} after",
-            forgetting_label=NLL_LABEL,
+            quality_label=q_label,
+            forgetting_label=f_label,
             title=f"{task}: scaling over model size",
         )
         sec.blocks.append(

@@ -21,8 +21,14 @@ class CellTests:
     best: str | None  # highest mean quality after fine-tuning
     vs_best: dict[str, Paired]
     vs_baseline: dict[str, Paired]  # vs full fine-tuning (methods.baseline())
+    vs_base: dict[str, Paired]  # after vs before fine-tuning, on the same test examples
     signal: bool  # some method beats the base beyond the base's 95% interval
     base_high: float  # upper end of the base model's Wilson interval
+    means: dict[str, float]  # mean task score after fine-tuning, over examples and seeds
+
+    def beats_base(self, label: str) -> bool:
+        """The issue's bar: mean after fine-tuning above the upper end of the base's interval."""
+        return label in self.means and self.means[label] > self.base_high
 
 
 def per_seed(rows: pd.DataFrame, side: str = "after") -> list[list[float]]:
@@ -47,6 +53,8 @@ def cell_tests(per: dict[str, tuple[pd.DataFrame, Any, int]]) -> CellTests:
     ref = methods.baseline()
     vs_baseline = {k: t for k in means if ref in means and k != ref
                    and (t := _test(scores[k], scores[ref])) is not None}  # fmt: skip
+    vs_base = {k: t for k, (rows, _, _) in per.items() if k in means
+                and (t := _test(scores[k], per_seed(rows, "before"))) is not None}  # fmt: skip
     base = next((per_seed(r, "before")[:1] for r, _, _ in per.values() if per_seed(r, "before")),
                 [])  # fmt: skip
     if base and all(x in (0.0, 1.0) for x in base[0]):
@@ -54,7 +62,7 @@ def cell_tests(per: dict[str, tuple[pd.DataFrame, Any, int]]) -> CellTests:
     else:
         high = math.nan
     signal = bool(means) and math.isfinite(high) and max(means.values()) > high
-    return CellTests(best, vs_best, vs_baseline, signal, high)
+    return CellTests(best, vs_best, vs_baseline, vs_base, signal, high, means)
 
 
 def mark(t: CellTests, label: str) -> str:
@@ -71,8 +79,9 @@ def mark(t: CellTests, label: str) -> str:
 
 
 def csv_fields(t: CellTests, label: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"best": label == t.best, "signal": t.signal}
-    for name, tests in (("best", t.vs_best), ("baseline", t.vs_baseline)):
+    out: dict[str, Any] = {"best": label == t.best, "signal": t.signal,
+                           "beats_base": t.beats_base(label)}  # fmt: skip
+    for name, tests in (("best", t.vs_best), ("baseline", t.vs_baseline), ("base", t.vs_base)):
         p = tests.get(label)
         out |= {f"diff_vs_{name}": p.diff if p else math.nan,
                 f"diff_vs_{name}_low": p.low if p else math.nan,
@@ -84,8 +93,8 @@ def csv_fields(t: CellTests, label: str) -> dict[str, Any]:
     return out
 
 
-CSV_KEYS = ["best", "signal", "indistinguishable_from_best"] + [
-    f"{k}_vs_{n}{s}" for n in ("best", "baseline") for k, s in
+CSV_KEYS = ["best", "signal", "beats_base", "indistinguishable_from_best"] + [
+    f"{k}_vs_{n}{s}" for n in ("best", "baseline", "base") for k, s in
     (("diff", ""), ("diff", "_low"), ("diff", "_high"), ("p", ""))
 ]  # fmt: skip
 
