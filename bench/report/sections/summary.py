@@ -266,11 +266,14 @@ def limitations(d: Data) -> Section:
     ok = d.ok
     if not ok.empty:
         n = ok.groupby(["model", "task", "label"])["seed"].nunique()
-        items.append(
-            f"Seeds: {n.min()}–{n.max()} per (method, cell)" if n.min() != n.max()
-            else f"Seeds: {n.min()} per (method, cell); with n = {n.min()} a 95% t-interval "
-            "is wide, so only large differences between seed means are resolved."
-        )  # fmt: skip
+        from scipy import stats  # lazily, as in bench.report.stats
+
+        seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}–{n.max()}"
+        items.append(f"Seeds: {seeds} per (method, cell); " + (
+            "with one seed there is no interval over seeds." if n.min() < 2 else
+            f"with n = {n.min()} a 95% t-interval is wide (t = "
+            f"{stats.t.ppf(0.975, n.min() - 1):.2f}), so only large differences between seed "
+            "means are resolved."))  # fmt: skip
         for model, task in d.cells:
             nt = cell_of(d.df, model, task)["quality.n_test"].max()
             _, tests = cell_view(d, model, task)
@@ -281,8 +284,9 @@ def limitations(d: Data) -> Section:
                 items.append(f"{model} × {task} has no task-metric signal: it is ranked by "
                              "answer bits per byte.")  # fmt: skip
     if edges := [c for c in choices(d) if c.edge]:
-        items.append(edge_note(edges) + " The grid was not widened, to keep the tuning "
-                     "budget equal across methods.")  # fmt: skip
+        items.append(edge_note(edges) + " These grids were not widened in this sweep: every "
+                     "method keeps the same 3-point budget, and the choices are flagged "
+                     "instead.")  # fmt: skip
     if len(d.flagged):
         items.append(f"{len(d.flagged)} chosen run(s) failed to learn and are not ranked.")
     for model, per in d.probes.items():
@@ -308,13 +312,16 @@ def limitations(d: Data) -> Section:
     for model in dict.fromkeys(m for m, _ in d.cells):
         note = model_notes(model, first(d.df[d.df["model"] == model], "model_info.notes"))
         if "dequantized" in note.lower():
-            items.append(f"{model}: {note} Every method starts from these same weights.")
+            items.append(f"{model}: {note.rstrip('.')}. Every method starts from these weights.")
     if len({m for m, _ in d.cells}) == 1:
         items.append("One model size: nothing here says how the methods scale.")
     steps = d.df["budget.steps"].dropna() if "budget.steps" in d.df else pd.Series()
     if len(steps):
-        items.append(f"One small training budget ({int(steps.min())}–{int(steps.max())} steps): "
-                     "rankings at a larger budget may differ.")  # fmt: skip
+        span = f"{int(steps.min())}" + (
+            "" if steps.min() == steps.max() else f"–{int(steps.max())}"
+        )
+        items.append(f"One small training budget ({span} steps): rankings at a larger budget "
+                     "may differ.")  # fmt: skip
     dirty = int((d.df.get("env.git_dirty") == True).sum())  # noqa: E712 (nullable boolean)
     if dirty:
         items.append(f"{dirty} run(s) came from a working tree with uncommitted changes.")
