@@ -1023,7 +1023,7 @@ def test_edge_of_grid_and_interval_ties() -> None:
 
 
 def test_concurrency_from_run_times() -> None:
-    from bench.report.sections.summary import concurrency
+    from bench.report.prepare import concurrency
 
     t = pd.to_datetime
     df = pd.DataFrame({"started_at": t(["2026-01-01 10:00", "2026-01-01 10:30",

@@ -74,6 +74,24 @@ def _panels(size: tuple[float, float], left_pads: Sequence[float]) -> tuple[MplF
     return fig, axes
 
 
+def _legend_right(fig: MplFigure, axes: Sequence[Axes], width: float) -> None:
+    """Shrink the panels to keep `width` inches on the right and put one legend of every
+    labelled artist there: a legend never overlaps a point or another label, as annotations
+    next to the points did."""
+    total = fig.get_figwidth()
+    scale = (total - width) / total
+    for ax in axes:
+        box = ax.get_position()
+        ax.set_position((box.x0 * scale, box.y0, box.width * scale, box.height))
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8,
+                   frameon=False)  # fmt: skip
+
+
 def _label_pad(labels: Sequence[str]) -> float:
     """Left margin for horizontal-bar labels: ~0.075 in per character at 9 pt."""
     return 0.25 + 0.075 * max((len(x) for x in labels), default=4)
@@ -131,14 +149,6 @@ def _pareto_panel(
             lw=1,
             label=p.label,
         )
-        ax.annotate(
-            p.label,
-            (p.x.mean / xscale, p.y.mean),
-            xytext=(4, 3),
-            textcoords="offset points",
-            fontsize=7,
-            color=color,
-        )
     front = pareto_front([(p.x.mean, p.y.mean) for p in pts])
     if len(front) > 1:
         xs = [pts[i].x.mean / xscale for i in front]
@@ -162,7 +172,7 @@ def pareto_figure(
     title: str,
 ) -> MplFigure:
     with mpl.rc_context(_RC):
-        fig, axes = _panels((13, 4.0), (0.75, 0.75, 0.75))
+        fig, axes = _panels((14.6, 4.0), (0.75, 0.75, 0.75))
         _pareto_panel(
             axes[0],
             memory,
@@ -189,7 +199,8 @@ def pareto_figure(
             xlabel=forgetting,
             ylabel=f"Δ {quality} (after − before)",
         )
-        fig.suptitle(title + "  (dashed: Pareto front; bars: 95% t-interval)")
+        _legend_right(fig, axes, 1.6)
+        fig.suptitle(title + "  (dashed: Pareto front; bars: 95% t-interval over seeds)")
         return fig
 
 
@@ -340,13 +351,8 @@ def grid_figure(
     (``bench.report.sections.selection.Choice``); filled marker: the chosen rate; dashed: base."""
     with mpl.rc_context(_RC):
         n = len(cells)
-        legend_w = 1.7  # inches kept free on the right for the legend
-        fig, axes = _panels((5.2 * n + legend_w, 4.0), (0.75,) * n)
-        for ax in axes:  # shrink every panel's width to leave the legend room
-            box = ax.get_position()
-            scale = (5.2 * n) / (5.2 * n + legend_w)
-            ax.set_position((box.x0 * scale, box.y0, box.width * scale, box.height))
-        handles: dict[str, Any] = {}
+        fig, axes = _panels((5.2 * n + 1.7, 4.0), (0.75,) * n)
+        drawn: set[str] = set()
         for ax, (title, picks) in zip(axes, cells.items(), strict=True):
             lows, highs = [], []
             for p in picks:
@@ -354,11 +360,11 @@ def grid_figure(
                 pts = [(x, y) for x, y in zip(p.lrs, p.val, strict=True) if math.isfinite(y)]
                 if not pts:
                     continue
-                (line,) = ax.plot(*zip(*pts, strict=True), "-", marker=marker, color=color,
-                                  mfc="white", ms=5, lw=1.1)  # fmt: skip
+                ax.plot(*zip(*pts, strict=True), "-", marker=marker, color=color, mfc="white",
+                        ms=5, lw=1.1, label=None if p.label in drawn else p.label)  # fmt: skip
+                drawn.add(p.label)
                 chosen = [(x, y) for x, y in pts if x == p.chosen]
                 ax.plot(*zip(*chosen, strict=True), marker=marker, color=color, ms=7, ls="")
-                handles.setdefault(p.label, line)
                 lows.append(min(y for _, y in pts))
                 highs.append(max(y for _, y in pts))
             bases = [p.val_before for p in picks if math.isfinite(p.val_before)]
@@ -372,8 +378,7 @@ def grid_figure(
             ax.set_title(title)
             ax.set_xlabel("learning rate")
             ax.set_ylabel("validation loss after training")
-        fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8,
-                   frameon=False)  # fmt: skip
+        _legend_right(fig, axes, 1.7)
         fig.suptitle("Learning-rate grids: validation loss (filled: chosen; dashed: base model)")
         return fig
 

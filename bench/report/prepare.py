@@ -210,3 +210,20 @@ def groups(d: Data) -> list[tuple[dict[str, Any], pd.DataFrame]]:
                 head = {"model": model, "task": task, "method": label}
                 out.append((head | {"n": int(g["seed"].nunique())}, g))
     return out
+
+
+def _intervals(df: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    s, e = df.get("started_at"), df.get("finished_at")
+    if s is None or e is None:
+        return []
+    return [(a, b) for a, b in zip(s, e, strict=True) if pd.notna(a) and pd.notna(b) and b > a]
+
+
+def concurrency(df: pd.DataFrame, others: pd.DataFrame | None = None) -> tuple[int, int]:
+    """(runs of `df` that overlapped in time another run of `others` (default: `df`), runs of
+    `df` with both times recorded): a run's throughput is only contention-free when nothing else
+    ran beside it."""
+    spans = _intervals(df)
+    pool = _intervals(df if others is None else others)
+    busy = sum(any((c, d) != (a, b) and a < d and c < b for c, d in pool) for a, b in spans)
+    return busy, len(spans)

@@ -23,7 +23,15 @@ from bench.report.doc import (
     stat,
 )
 from bench.report.frame import slug
-from bench.report.prepare import BPB_LABEL, NLL_LABEL, Data, cell_of, first, stat_of
+from bench.report.prepare import (
+    BPB_LABEL,
+    NLL_LABEL,
+    Data,
+    cell_of,
+    concurrency,
+    first,
+    stat_of,
+)
 from bench.report.render import anchor
 from bench.report.sections import significance as sig
 from bench.report.stats import Stat
@@ -251,16 +259,26 @@ def _cell_figures(
         styles=d.styles,
         title=f"{model} × {task}",
     )
+    busy, timed = concurrency(pd.concat([per[k][0] for k in labels]), d.df)
     return [
         F.figure(
             f"pareto__{name}",
-            f"{model} × {task}: Pareto fronts of quality vs peak "
-            "memory, quality vs trainable parameters, and learning vs forgetting.",
+            f"{model} × {task}: Pareto fronts (dashed) of quality vs peak memory, quality vs "
+            f"trainable parameters (log scale), and learning vs forgetting ({forget_label}). "
+            "Points: means over seeds; bars: 95% t-intervals, drawn only where n > 1.",
             pareto,
         ),
         F.figure(
             f"training__{name}",
-            f"{model} × {task}: training loss curves and training / inference throughput.",
+            f"{model} × {task}: training loss per optimizer step (mean over seeds; band: min–max "
+            "over seeds, only where n > 1), training tokens/s and generated tokens/s (means; "
+            "bars: 95% t-intervals, only where n > 1)."
+            + (
+                f" {busy} of {timed} of these runs ran beside another job: their throughput "
+                "includes that contention."
+                if busy
+                else ""
+            ),
             training,
         ),
     ]

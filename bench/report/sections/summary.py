@@ -14,7 +14,7 @@ import pandas as pd
 from bench.report import figures as F
 from bench.report.doc import DASH, Note, Section, Table, num, stat
 from bench.report.notes import model_notes
-from bench.report.prepare import Data, cell_of, first, stat_of
+from bench.report.prepare import Data, cell_of, concurrency, first, stat_of
 from bench.report.sections import significance as sig
 from bench.report.sections.leaderboards import PerLabel, cell_view
 from bench.report.sections.selection import choices, edge_note
@@ -241,24 +241,6 @@ def learned(d: Data) -> Section:
 
 
 # -------------------------------------------------------------------------------- limitations
-
-
-def _intervals(df: pd.DataFrame) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
-    s, e = df.get("started_at"), df.get("finished_at")
-    if s is None or e is None:
-        return []
-    return [(a, b) for a, b in zip(s, e, strict=True) if pd.notna(a) and pd.notna(b) and b > a]
-
-
-def concurrency(df: pd.DataFrame) -> tuple[int, int]:
-    """(runs that overlapped another run in time, runs with both times recorded): a run's
-    throughput is only contention-free when nothing else ran beside it."""
-    spans = _intervals(df)
-    busy = sum(
-        any(j != i and a < d and c < b for j, (c, d) in enumerate(spans))
-        for i, (a, b) in enumerate(spans)
-    )
-    return busy, len(spans)
 
 
 def limitations(d: Data) -> Section:
