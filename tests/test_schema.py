@@ -72,7 +72,7 @@ def test_variant_labels() -> None:
     freeze = compose(["method=freeze", "method.trainable_modules=mlp"])["method"]
     assert methods.get("freeze").label(freeze) == "freeze:mlp-2"
     freeze.update(trainable_layers=-4, trainable_modules="all", train_embeddings=True)
-    assert methods.get("freeze").label(freeze) == "freeze:all--4+emb"
+    assert methods.get("freeze").label(freeze) == "freeze:all-first4+emb"
     peft = compose(["method=peft", "method.peft_type=LoHa"])["method"]
     assert methods.get("peft").label(peft) == "peft:LoHa"
     assert methods.get("lora").label(compose(["method=lora"])["method"]) == "lora"

@@ -17,7 +17,11 @@ from pydantic import PositiveInt
 
 from bench.methods import register, require
 from bench.methods._peft_common import PeftMethod, VirtualTokensConfig
+from bench.methods.prompt_tuning import text_init_settings
 from bench.models import ModelInfo
+
+PREFIX_LABELS = {"num_virtual_tokens": "tokens", "init": "init", "init_text": "init_text"}
+PREFIX_TUNING_LABELS = {**PREFIX_LABELS, "encoder_hidden_size": "hidden"}  # + its MLP's width
 
 
 def prefix_params(model: Any) -> int:
@@ -75,6 +79,7 @@ def set_mlp_output(encoder: Any, target: Any) -> None:
 class PrefixTuning(PeftMethod):
     name = "prefix_tuning"
     Config: type[PrefixInitConfig] = PrefixTuningConfig
+    label_keys = PREFIX_TUNING_LABELS
     order = 4
     note = (
         "Prefix tuning (Li and Liang, 2021): learnable key/value prefixes at every attention "
@@ -88,6 +93,9 @@ class PrefixTuning(PeftMethod):
         s = self.parse(cfg)
         if s.init == "text":
             require(bool(s.init_text), "method.init_text", "required when init=text")
+
+    def settings(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        return text_init_settings(super().settings(cfg))
 
     def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
         from peft import PrefixTuningConfig

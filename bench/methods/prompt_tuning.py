@@ -15,6 +15,16 @@ class PromptTuningConfig(VirtualTokensConfig):
     init_text: str | None
 
 
+PROMPT_LABELS = {"num_virtual_tokens": "tokens", "init": "init", "init_text": "init_text"}
+
+
+def text_init_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """init_text tells settings apart only when the prompt starts from it (init=text)."""
+    if settings.get("init") != "text":
+        settings.pop("init_text", None)
+    return settings
+
+
 def drops_position_ids(model: Any) -> bool:
     """peft prompt tuning / P-tuning drop position_ids, so left padding would sit between the
     virtual tokens and the prompt and shift the prompt's positions: batch equal lengths only.
@@ -25,6 +35,7 @@ def drops_position_ids(model: Any) -> bool:
 class PromptTuning(PeftMethod):
     name = "prompt_tuning"
     Config = PromptTuningConfig
+    label_keys = PROMPT_LABELS
     order = 2
     note = (
         "Prompt tuning (Lester et al., 2021): a soft prompt of learnable virtual-token "
@@ -32,6 +43,9 @@ class PromptTuning(PeftMethod):
         "the embeddings of a text. Only the prompt is trained and stored."
     )
     wants_tokenizer = True  # text init tokenizes init_text
+
+    def settings(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        return text_init_settings(super().settings(cfg))
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
         s = self.parse(cfg)

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from bench.methods import register
-from bench.methods._peft_common import LoraSettings, PeftMethod
-from bench.methods.lora import check_lora, lora_config
-from bench.models import ModelInfo
+from bench.methods._peft_common import LoraSettings
+from bench.methods.lora import LORA_LABELS, LoRA, lora_config
 
 QUANT_KEYS = ("quant_type", "double_quant", "compute_dtype")  # what the loaded base depends on
+QLORA_LABELS = {**LORA_LABELS, "quant_type": "quant", "double_quant": "dq",
+                "compute_dtype": "compute", "gradient_checkpointing": "ckpt"}  # fmt: skip
 
 
 class QLoRAConfig(LoraSettings):
@@ -23,9 +24,12 @@ class QLoRAConfig(LoraSettings):
     gradient_checkpointing: bool
 
 
-class QLoRA(PeftMethod):
+class QLoRA(LoRA):
     name = "qlora"
     Config = QLoRAConfig
+    label_keys = QLORA_LABELS
+    variant_of = "lora"  # the same adapters, at the same targets and rank
+    variant_change = "4-bit quantized base"
     order = 7
     quantized = True
     note = (
@@ -34,9 +38,6 @@ class QLoRA(PeftMethod):
         "the 16-bit compute dtype. Only the base is quantized: the LoRA adapters stay in "
         "16/32-bit. Paged AdamW where CUDA exists."
     )
-
-    def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
-        check_lora(self.parse(cfg), cfg, info)
 
     def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
         import torch
