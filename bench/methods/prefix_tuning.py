@@ -5,7 +5,8 @@ so the inference extra is num_virtual_tokens x layers x 2 x kv_dim.
 `init: text` starts the prefixes from the keys and values the frozen model computes for the
 first num_virtual_tokens tokens of `init_text` (the papers' "activations of real words"): the
 model starts out reading a plausible context instead of random keys, whose first-step loss on
-SmolLM2 was 3x the base model's. Random init is peft's.
+SmolLM2 was 3x the base model's. A text shorter than that is repeated to length, as peft does
+for prompt tuning's text init. Random init is peft's.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def real_token_kv(model: Any, tokenizer_dir: str, text: str, n: int) -> Any:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :n]
-    require(ids.shape[1] == n, "method.init_text", f"needs >= num_virtual_tokens={n} tokens")
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    require(ids.shape[1] > 0, "method.init_text", "must have at least one token")
+    ids = ids.repeat(1, -(-n // ids.shape[1]))[:, :n]  # repeated to n tokens (peft's rule)
     with torch.no_grad(), model.disable_adapter():
         out = model(input_ids=ids.to(model.device), use_cache=True)
     return prompt_embeddings_from_past_key_values(out.past_key_values, num_virtual_tokens=n)
