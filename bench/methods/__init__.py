@@ -215,6 +215,11 @@ class Method:
         """Parameters needed at inference on top of the base model (encoders dropped)."""
         return 0
 
+    def base_storage(self, model: Any) -> dict[str, Any] | None:
+        """How the frozen base is stored, measured on the loaded model (e.g. bits per parameter
+        of a quantized base); None when it is stored as plain tensors."""
+        return None
+
     def save(self, model: Any, out: Path) -> int:
         """Save what a user would ship (adapter or weights); return its size in bytes."""
         raise NotImplementedError
