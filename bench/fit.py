@@ -83,6 +83,8 @@ def fit(
     )
     mem = meter.summary()
     mem["breakdown"] = measure.memory_breakdown(model)
+    if (storage := method.base_storage(model)) is not None:  # e.g. a 4-bit base's bits/param
+        mem["base_storage"] = storage
     return Fitted(res, train_block(res, model, c, optimizer), mem)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from bench import methods, perf
+from bench.methods.qlora import linear4bit_report  # the 4-bit storage, as records measure it
 from bench.precision import resolve_precision
 from bench.results import environment, write_json_atomic  # env.cpu_flags: with every timing
 
@@ -89,51 +90,6 @@ def build_random_model(
 
 
 # ----------------------------------------------------------------------------- QLoRA
-
-
-def _quant_state_bytes(qs: Any) -> int:
-    """Bytes of a bitsandbytes QuantState's tensors (absmax, code; nested state when double-
-    quantized), i.e. what the 4-bit weights need beside the packed data."""
-    from bench.measure import tensor_bytes
-
-    tensors = (getattr(qs, k, None) for k in ("absmax", "code", "offset"))
-    n = sum(tensor_bytes(t) for t in tensors if isinstance(t, torch.Tensor))
-    s2 = getattr(qs, "state2", None)
-    return n + (_quant_state_bytes(s2) if s2 is not None else 0)
-
-
-def linear4bit_report(model: Any) -> dict[str, Any]:
-    import bitsandbytes as bnb
-
-    from bench.measure import tensor_bytes
-
-    mods = [mod for mod in model.modules() if isinstance(mod, bnb.nn.Linear4bit)]
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m not in mods]
-    packed = qstate = logical = 0
-    keys = ("weight_storage_dtypes", "weight_classes", "quant_types", "double_quant")
-    seen: dict[str, set[Any]] = {k: set() for k in (*keys, "compute_dtypes", "devices")}
-    for mod in mods:
-        w = mod.weight
-        qs = w.quant_state
-        packed += tensor_bytes(w)
-        qstate += _quant_state_bytes(qs)
-        logical += int(torch.Size(qs.shape).numel())
-        seen["weight_storage_dtypes"].add(str(w.dtype))
-        seen["weight_classes"].add(type(w).__name__)
-        seen["quant_types"].add(qs.quant_type)
-        seen["double_quant"].add(bool(qs.nested))
-        seen["compute_dtypes"].add(str(mod.compute_dtype))
-        seen["devices"].add(w.device.type)
-    return {
-        "n_linear4bit": len(mods),
-        "n_other_linear": len(linears),  # lm_head (tied) and LoRA A/B stay unquantized
-        **{k: sorted(v) for k, v in seen.items()},
-        "packed_bytes": packed,
-        "quant_state_bytes": qstate,
-        "logical_params": logical,
-        "bf16_equivalent_bytes": 2 * logical,
-        "bits_per_param": 8 * (packed + qstate) / max(logical, 1),
-    }
 
 
 def _load_bf16(model_cfg: Mapping[str, Any], device: str, kw: Any = None) -> tuple[Any, int]:

@@ -11,7 +11,10 @@ Users (and the tests) can register more methods from their own modules: list the
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import json
 import os
 import pkgutil
 from collections.abc import Callable, Mapping
@@ -23,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, PositiveFloat, ValidationError
 from bench.models import ModelInfo
 
 PLUGINS_ENV = "BENCH_METHOD_PLUGINS"
+METHOD_CONF = Path(__file__).resolve().parents[2] / "conf" / "method"
 
 
 class ConfigError(ValueError):
@@ -90,11 +94,63 @@ class MethodConfig(Strict):
     lr_grid: list[PositiveFloat]
 
 
+@functools.cache
+def _defaults(name: str) -> dict[str, Any]:
+    path = METHOD_CONF / f"{name}.yaml"
+    if not path.exists():  # a plugin method without a YAML file: no defaults to differ from
+        return {}
+    import yaml
+
+    own = yaml.safe_load(path.read_text()) or {}
+    entries = own.pop("defaults", None) or []
+    if "_self_" not in entries:  # Hydra's rule: a file's own keys come after its defaults
+        entries = [*entries, "_self_"]
+    out: dict[str, Any] = {}
+    for entry in entries:
+        out.update(own if entry == "_self_" else _defaults(str(entry)))
+    return out
+
+
+def defaults(name: str) -> dict[str, Any]:
+    """The method's settings as conf/method/<name>.yaml composes them (its `defaults:` list first,
+    as Hydra does: qlora.yaml composes lora.yaml): what a run gets with no override. Reports
+    take the setting these give as the method's default row."""
+    return json.loads(json.dumps(_defaults(name)))  # a copy: the cache must not be mutated
+
+
+def _plain(v: Any) -> Any:
+    """Tuples as lists, so a setting compares equal however it was built."""
+    if isinstance(v, list | tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def label_value(v: Any) -> str:
+    """A setting's value as it appears in a label: `2`, `0.05`, `q_proj+k_proj`, and a short hash
+    for long texts and mappings (a label must stay readable, and distinct)."""
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list | tuple):
+        return "+".join(label_value(x) for x in v)
+    if isinstance(v, Mapping) or (isinstance(v, str) and len(v) > 16):
+        return "#" + hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:6]
+    return str(v)
+
+
 class Method:
     """Defaults shared by all methods; a method module overrides what differs."""
 
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    # The keys whose values make a distinct setting (a distinct report row), each with its short
+    # name in labels. The learning rate is not one: settings that differ only in it are an lr grid.
+    label_keys: ClassVar[Mapping[str, str]] = {}
+    # A method that is another one with a single mechanism changed (QLoRA: LoRA on a 4-bit base),
+    # and that change in words: reports compare the two at equal shared settings.
+    variant_of: ClassVar[str | None] = None
+    variant_change: ClassVar[str] = ""
     order: ClassVar[int] = 100  # position in report tables and figures
     note: ClassVar[str] = ""  # the report's method note
     wants_tokenizer: ClassVar[bool] = False  # apply() needs the model's tokenizer folder
@@ -109,9 +165,31 @@ class Method:
     def parse(self, cfg: Mapping[str, Any]) -> Any:
         return parse_config(self.Config, cfg, "method")
 
+    def settings(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The values of this config's `label_keys`: what tells its setting apart."""
+        return {k: _plain(cfg.get(k)) for k in self.label_keys}
+
+    def changed(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings of `cfg` that differ from conf/method/<name>.yaml's."""
+        base = defaults(self.name)
+        return {k: v for k, v in self.settings(cfg).items() if v != _plain(base.get(k))}
+
     def label(self, cfg: Mapping[str, Any]) -> str:
-        """Short name of this setting in reports; settings that are distinct rows differ here."""
-        return self.name
+        """Short name of this setting in reports; settings that are distinct rows differ here.
+        The YAML's default setting is the bare method name (so records of the default sweep keep
+        theirs); any other is `<name>:` + what differs, e.g. `lora:targets=q_proj+k_proj,r=2`."""
+        parts = []
+        for key, value in self.changed(cfg).items():
+            short = self.label_keys[key]
+            if isinstance(value, bool):
+                parts.append(short if value else f"no-{short}")
+            else:
+                parts.append(f"{short}={self.label_value(key, value)}")
+        return f"{self.name}:{','.join(parts)}" if parts else self.name
+
+    def label_value(self, key: str, value: Any) -> str:
+        """How one setting's value reads in a label (a method may shorten its own)."""
+        return label_value(value)
 
     def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:
         """Extra `from_pretrained` kwargs (e.g. a 4-bit quantization config)."""
@@ -136,6 +214,11 @@ class Method:
     def inference_extra_params(self, model: Any) -> int:
         """Parameters needed at inference on top of the base model (encoders dropped)."""
         return 0
+
+    def base_storage(self, model: Any) -> dict[str, Any] | None:
+        """How the frozen base is stored, measured on the loaded model (e.g. bits per parameter
+        of a quantized base); None when it is stored as plain tensors."""
+        return None
 
     def save(self, model: Any, out: Path) -> int:
         """Save what a user would ship (adapter or weights); return its size in bytes."""

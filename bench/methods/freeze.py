@@ -44,6 +44,10 @@ def sub_module(block: Any, cfg: Mapping[str, Any]) -> Any:
     )
 
 
+FREEZE_LABELS = {"trainable_layers": "k", "trainable_modules": "modules",
+                 "train_embeddings": "emb", "train_lm_head": "head"}  # fmt: skip
+
+
 class FreezeConfig(MethodConfig):
     trainable_layers: StrictInt
     trainable_modules: Literal["all", "mlp", "self_attn"]
@@ -54,6 +58,7 @@ class FreezeConfig(MethodConfig):
 class Freeze(Method):
     name = "freeze"
     Config = FreezeConfig
+    label_keys = FREEZE_LABELS  # label() below writes them its own way: `freeze:mlp-2+emb`
     order = 1
     note = (
         "Partial fine-tuning: only selected transformer blocks train (the last k, or the first "
@@ -71,11 +76,14 @@ class Freeze(Method):
         )
 
     def label(self, cfg: Mapping[str, Any]) -> str:
-        """`freeze:mlp-2` = the MLPs of the last 2 blocks (`-2`: the first 2), `+emb`/`+head`."""
+        """`freeze:mlp-2` = the MLPs of the last 2 blocks, `freeze:mlp-first2` those of the first
+        2 (trainable_layers=-2), plus `+emb`/`+head`."""
         extra = ("+emb" if cfg["train_embeddings"] else "") + (
             "+head" if cfg["train_lm_head"] else ""
         )
-        return f"freeze:{cfg['trainable_modules']}-{cfg['trainable_layers']}{extra}"
+        k = cfg["trainable_layers"]
+        blocks = f"first{-k}" if isinstance(k, int) and k < 0 else str(k)
+        return f"freeze:{cfg['trainable_modules']}-{blocks}{extra}"
 
     def apply(self, model: Any, cfg: Mapping[str, Any], tokenizer_dir: str | None = None) -> Any:
         model.requires_grad_(False)

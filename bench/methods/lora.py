@@ -33,9 +33,14 @@ def check_lora(s: LoraSettings, cfg: Mapping[str, Any], info: ModelInfo) -> None
     check_targets(cfg, info)
 
 
+LORA_LABELS = {"target_modules": "targets", "r": "r", "alpha": "alpha", "dropout": "dropout",
+               "init": "init", "rslora": "rslora"}  # fmt: skip
+
+
 class LoRA(PeftMethod):
     name = "lora"
     Config = LoraSettings
+    label_keys = LORA_LABELS
     order = 6
     note = (
         "LoRA (Hu et al., 2021): the frozen weight W gets a low-rank update "
@@ -46,6 +51,12 @@ class LoRA(PeftMethod):
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
         check_lora(self.parse(cfg), cfg, info)
+
+    def label_value(self, key: str, value: Any) -> str:
+        """Target lists without the `_proj` every Llama projection ends in: `targets=q+k`."""
+        if key == "target_modules" and isinstance(value, list):
+            return "+".join(str(m).removesuffix("_proj") for m in value)
+        return super().label_value(key, value)
 
     def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
         return lora_config(cfg)

@@ -22,6 +22,9 @@ def _config_classes() -> dict[str, Any]:
     }
 
 
+PEFT_LABELS = {"peft_type": "type", "kwargs": "kwargs"}
+
+
 class GenericPeftConfig(MethodConfig):
     peft_type: str
     kwargs: dict[str, Any] | None
@@ -30,6 +33,7 @@ class GenericPeftConfig(MethodConfig):
 class GenericPeft(PeftMethod):
     name = "peft"
     Config = GenericPeftConfig
+    label_keys = PEFT_LABELS  # label() below names the type only: `peft:<type>`
     order = 8
     swept = False  # a peft type and its kwargs must be chosen first
     note = (

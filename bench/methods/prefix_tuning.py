@@ -5,7 +5,8 @@ so the inference extra is num_virtual_tokens x layers x 2 x kv_dim.
 `init: text` starts the prefixes from the keys and values the frozen model computes for the
 first num_virtual_tokens tokens of `init_text` (the papers' "activations of real words"): the
 model starts out reading a plausible context instead of random keys, whose first-step loss on
-SmolLM2 was 3x the base model's. Random init is peft's.
+SmolLM2 was 3x the base model's. A text shorter than that is repeated to length, as peft does
+for prompt tuning's text init. Random init is peft's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from pydantic import PositiveInt
 
 from bench.methods import register, require
 from bench.methods._peft_common import PeftMethod, VirtualTokensConfig
+from bench.methods.prompt_tuning import text_init_settings
 from bench.models import ModelInfo
+
+PREFIX_LABELS = {"num_virtual_tokens": "tokens", "init": "init", "init_text": "init_text"}
+PREFIX_TUNING_LABELS = {**PREFIX_LABELS, "encoder_hidden_size": "hidden"}  # + its MLP's width
 
 
 def prefix_params(model: Any) -> int:
@@ -43,8 +48,9 @@ def real_token_kv(model: Any, tokenizer_dir: str, text: str, n: int) -> Any:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :n]
-    require(ids.shape[1] == n, "method.init_text", f"needs >= num_virtual_tokens={n} tokens")
+    ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    require(ids.shape[1] > 0, "method.init_text", "must have at least one token")
+    ids = ids.repeat(1, -(-n // ids.shape[1]))[:, :n]  # repeated to n tokens (peft's rule)
     with torch.no_grad(), model.disable_adapter():
         out = model(input_ids=ids.to(model.device), use_cache=True)
     return prompt_embeddings_from_past_key_values(out.past_key_values, num_virtual_tokens=n)
@@ -75,6 +81,7 @@ def set_mlp_output(encoder: Any, target: Any) -> None:
 class PrefixTuning(PeftMethod):
     name = "prefix_tuning"
     Config: type[PrefixInitConfig] = PrefixTuningConfig
+    label_keys = PREFIX_TUNING_LABELS
     order = 4
     note = (
         "Prefix tuning (Li and Liang, 2021): learnable key/value prefixes at every attention "
@@ -88,6 +95,9 @@ class PrefixTuning(PeftMethod):
         s = self.parse(cfg)
         if s.init == "text":
             require(bool(s.init_text), "method.init_text", "required when init=text")
+
+    def settings(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        return text_init_settings(super().settings(cfg))
 
     def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
         from peft import PrefixTuningConfig

@@ -11,8 +11,20 @@ from bench.models import ModelInfo
 
 
 class PromptTuningConfig(VirtualTokensConfig):
-    init: Literal["random", "text"]
+    init: Literal["random", "text", "vocab"]
     init_text: str | None
+
+
+# peft's init for each `init` value: vocab = embeddings of tokens sampled from the vocabulary
+INITS = {"random": "RANDOM", "text": "TEXT", "vocab": "SAMPLE_VOCAB"}
+PROMPT_LABELS = {"num_virtual_tokens": "tokens", "init": "init", "init_text": "init_text"}
+
+
+def text_init_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """init_text tells settings apart only when the prompt starts from it (init=text)."""
+    if settings.get("init") != "text":
+        settings.pop("init_text", None)
+    return settings
 
 
 def drops_position_ids(model: Any) -> bool:
@@ -25,13 +37,18 @@ def drops_position_ids(model: Any) -> bool:
 class PromptTuning(PeftMethod):
     name = "prompt_tuning"
     Config = PromptTuningConfig
+    label_keys = PROMPT_LABELS
     order = 2
     note = (
         "Prompt tuning (Lester et al., 2021): a soft prompt of learnable virtual-token "
-        "embeddings is prepended to the input of the frozen model; initialised randomly or from "
-        "the embeddings of a text. Only the prompt is trained and stored."
+        "embeddings is prepended to the input of the frozen model; initialised randomly, from "
+        "the embeddings of a text (repeated to length), or from those of tokens sampled from "
+        "the vocabulary. Only the prompt is trained and stored."
     )
     wants_tokenizer = True  # text init tokenizes init_text
+
+    def settings(self, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        return text_init_settings(super().settings(cfg))
 
     def validate(self, cfg: Mapping[str, Any], info: ModelInfo) -> None:
         s = self.parse(cfg)
@@ -45,7 +62,7 @@ class PromptTuning(PeftMethod):
         return PromptTuningConfig(
             task_type="CAUSAL_LM",
             num_virtual_tokens=cfg["num_virtual_tokens"],
-            prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
+            prompt_tuning_init=PromptTuningInit[INITS[cfg["init"]]],
             prompt_tuning_init_text=cfg["init_text"] if text else None,
             tokenizer_name_or_path=tokenizer_dir if text else None,
         )

@@ -14,6 +14,9 @@ from bench.methods._peft_common import PeftMethod, VirtualTokensConfig
 from bench.methods.prompt_tuning import drops_position_ids
 
 ENCODERS = {"mlp": "MLP", "lstm": "LSTM"}
+PTUNING_V1_LABELS = {"num_virtual_tokens": "tokens", "encoder": "encoder",
+                     "encoder_hidden_size": "hidden", "encoder_num_layers": "layers",
+                     "encoder_dropout": "encoder_dropout"}  # fmt: skip
 
 
 class PTuningV1Config(VirtualTokensConfig):
@@ -26,6 +29,7 @@ class PTuningV1Config(VirtualTokensConfig):
 class PTuningV1(PeftMethod):
     name = "ptuning_v1"
     Config = PTuningV1Config
+    label_keys = PTUNING_V1_LABELS
     order = 3
     note = (
         "P-tuning (Liu et al., 2021, 'GPT Understands, Too'): the virtual-token embeddings are "

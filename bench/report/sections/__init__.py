@@ -23,6 +23,7 @@ from bench.report.sections.runs import (
 )
 from bench.report.sections.scaling import scaling
 from bench.report.sections.selection import selection
+from bench.report.sections.studies import has_variants, knob_sections
 from bench.report.sections.summary import learned, limitations, summary
 
 __all__ = ["build_sections"]
@@ -35,6 +36,8 @@ def build_sections(
     d = prepare(df)
     boards, leaderboard_csv = leaderboards(d)
     sections = [summary(d), provenance(d, sweep=sweep, source=source), *boards, learned(d)]
+    if has_variants(d):  # a settings study (conf/sweep/study_*.yaml): one section per knob
+        sections += knob_sections(d)
     sections.append(scaling(d))
     sections += [repetition(d), hallucination(d), probes(d), eval_cost(d)]
     if len(d.candidates):
