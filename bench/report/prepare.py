@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,9 @@ class Data:
     cells: list[tuple[str, str]]  # (model, task), models by size
     flagged: pd.DataFrame  # chosen runs that failed to learn: listed, not ranked
     probes: dict[str, dict[str, ProbeValidity]]  # model -> probe -> the base's standing on it
+    # per (model, task): what sections.leaderboards.cell_view computed (its paired tests resample
+    # 9,999 times per pair; four sections read them)
+    views: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

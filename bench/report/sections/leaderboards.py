@@ -155,9 +155,12 @@ def _cell(d: Data, model: str, task: str) -> tuple[Section, list[dict[str, Any]]
 
 
 def cell_view(d: Data, model: str, task: str) -> tuple[PerLabel, sig.CellTests]:
-    """A cell's ranked methods with their statistics, and its paired tests."""
-    per = _per_label(d.labels, cell_of(d.df, model, task), cell_of(d.ok, model, task))
-    return per, sig.cell_tests(per)
+    """A cell's ranked methods with their statistics, and its paired tests (computed once per
+    report: the leaderboards, summary, learn check, limitations and studies all read them)."""
+    if (model, task) not in d.views:
+        per = _per_label(d.labels, cell_of(d.df, model, task), cell_of(d.ok, model, task))
+        d.views[model, task] = per, sig.cell_tests(per)
+    return d.views[model, task]
 
 
 def _per_label(labels: list[str], all_runs: pd.DataFrame, ok: pd.DataFrame) -> PerLabel:
