@@ -23,6 +23,7 @@ MODULE_TIERS = {
     "test_tasks": "unit",
     "test_tracking": "unit",
     "test_schema": "unit",
+    "test_evalcost": "unit",
     "test_studies": "unit",  # its tiny-model tests are marked integration themselves
 }
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
