@@ -109,6 +109,16 @@ class TaskConfig(Strict, extra="allow"):
     seq_len: PositiveInt
 
 
+class DataConfig(Strict):
+    """The training stream (bench/stream.py); neutral values leave it as the task's own."""
+
+    replay_share: float = Field(ge=0.0, lt=1.0)
+    replay_source: Literal["brown"]
+    duplicate_share: float = Field(ge=0.0, lt=1.0)
+    duplicate_pool: PositiveInt
+    epochs: PositiveFloat | None
+
+
 class StateConfig(Strict):
     keep: bool
     max_mb: PositiveFloat | None
@@ -140,6 +150,7 @@ class RunConfig(Strict):
     phases: list[Any] | None  # a named sweep's steps (bench.sweep.run_phases)
     eval_scope: Literal["all", "val"]
     state: StateConfig
+    data: DataConfig | None = None  # absent in records from before the option existed
 
 
 @dataclass(frozen=True)

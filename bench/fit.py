@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import measure, models
+from bench import measure, models, stream
 from bench.config import Checked
 from bench.evaluate import encoded
 from bench.methods import Method
-from bench.train import TrainResult, batch_stream, train
+from bench.train import TrainResult, train
 
 
 def param_block(model: Any, method: Method) -> dict[str, Any]:
@@ -64,10 +64,20 @@ def fit(
         if on_step:
             on_step(step, {**m, "memory_bytes": meter.samples[-1] - meter.baseline})
 
-    data = encoded(task, tok, "train", b.seq_len)
+    batches, mix = stream.stream(
+        encoded(task, tok, "train", b.seq_len),
+        c.raw.get("data"),
+        tok=tok,
+        batch_size=b.batch_size,
+        grad_accum=b.grad_accum,
+        steps=b.steps,
+        seq_len=b.seq_len,
+        seed=c.raw["seed"],
+        pad_id=tok.pad_token_id,
+    )
     res = train(
         model,
-        batch_stream(data, batch_size=b.batch_size, seed=c.raw["seed"], pad_id=tok.pad_token_id),
+        batches,
         steps=b.steps,
         lr=c.lr,
         grad_accum=b.grad_accum,
@@ -85,7 +95,10 @@ def fit(
     mem["breakdown"] = measure.memory_breakdown(model)
     if (storage := method.base_storage(model)) is not None:  # e.g. a 4-bit base's bits/param
         mem["base_storage"] = storage
-    return Fitted(res, train_block(res, model, c, optimizer), mem)
+    block = train_block(res, model, c, optimizer)
+    if stream.active(c.raw.get("data")):  # what the changed stream actually held
+        block["stream"] = mix.block()
+    return Fitted(res, block, mem)
 
 
 def train_block(res: TrainResult, model: Any, c: Checked, optimizer: str) -> dict[str, Any]:

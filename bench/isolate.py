@@ -20,11 +20,10 @@ def _child(cfg: dict[str, Any]) -> None:
 def _died(c: Any, rid: str, exitcode: int | None) -> dict[str, Any]:
     """The record of a run process that ended before writing its own."""
     from bench import results
-    from bench.methods import get
     from bench.record import new_record
+    from bench.stream import run_label
 
-    label = get(c.raw["method"]["name"]).label(c.raw["method"])
-    rec = new_record(c.raw, rid, label, results.now())
+    rec = new_record(c.raw, rid, run_label(c.raw), results.now())
     killed = exitcode is not None and exitcode < 0
     rec.status = "oom" if exitcode == -9 else "failed"
     rec.error = (

@@ -59,6 +59,9 @@ class Train(Block):
     final_loss: float | None
     lr: float
     optimizer: str
+    # only when `data` changed the stream (bench/stream.py): replay's realised token and loss
+    # shares, the distinct training examples
+    stream: dict[str, Any] | None = None
 
 
 class Quality(Block):

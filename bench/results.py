@@ -56,7 +56,13 @@ def config_hash(cfg: Mapping[str, Any], n: int = 10) -> str:
 
 def training_view(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that decide the trained model (what a run id hashes)."""
+    from bench.stream import active
+
     out = {k: v for k, v in cfg.items() if k not in EVAL_KEYS}
+    if "data" in out:  # neutral stream settings are left out: ids from before they existed hold
+        out["data"] = active(out["data"])
+        if not out["data"]:
+            del out["data"]
     if isinstance(out.get("train"), Mapping):
         out["train"] = {k: v for k, v in out["train"].items() if k not in EVAL_TRAIN_KEYS}
     return out
