@@ -151,6 +151,7 @@ class RunConfig(Strict):
     eval_scope: Literal["all", "val"]
     state: StateConfig
     data: DataConfig | None = None  # absent in records from before the option existed
+    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.,=/+x-]+$")
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,8 @@ def _died(c: Any, rid: str, exitcode: int | None) -> dict[str, Any]:
     """The record of a run process that ended before writing its own."""
     from bench import results
     from bench.record import new_record
-    from bench.stream import run_label
 
-    rec = new_record(c.raw, rid, run_label(c.raw), results.now())
+    rec = new_record(c.raw, rid, results.run_label(c.raw), results.now())
     killed = exitcode is not None and exitcode < 0
     rec.status = "oom" if exitcode == -9 else "failed"
     rec.error = (

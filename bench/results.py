@@ -23,6 +23,7 @@ from bench.precision import timing_flags
 # Settings that do not change a run's result: where it is written and how it is logged.
 NON_RESULT_KEYS = (
     "logger", "sweep_name", "results_dir", "progress", "force", "isolate", "hydra", "phases",
+    "tag",
 )  # fmt: skip
 PACKAGES = (
     "torch",
@@ -72,6 +73,17 @@ def run_id(cfg: Mapping[str, Any]) -> str:
     """Readable prefix + hash of every training-affecting setting (stable across processes)."""
     names = (cfg["method"]["name"], cfg["model"]["name"], cfg["task"]["name"])
     return "__".join(names) + f"__s{cfg['seed']}__{config_hash(training_view(cfg))}"
+
+
+def run_label(cfg: Mapping[str, Any]) -> str:
+    """A record's label, its row in reports: the method's setting label, then the stream's when
+    it is not the task's own (bench/stream.py, e.g. `lora[replay=0.1]`), then `tag` when given
+    (`lora@lr/3`: what the label cannot show, such as a studied learning rate or step count)."""
+    from bench.methods import get
+    from bench.stream import label_suffix
+
+    out = get(cfg["method"]["name"]).label(cfg["method"]) + label_suffix(cfg.get("data"))
+    return out + (f"@{cfg['tag']}" if cfg.get("tag") else "")
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -89,7 +89,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
     """Run one (method, model, task, seed) and return its record; the record is always written."""
     import torch
 
-    from bench import config, fit, methods, record, results, stream, tracking
+    from bench import config, fit, methods, record, results, tracking
     from bench.sweep import note_finished
 
     c = config.check(cfg_in)  # before any expensive work
@@ -105,7 +105,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
     if c.raw["threads"]:
         torch.set_num_threads(c.raw["threads"])
     method = methods.get(c.raw["method"]["name"])
-    rec = record.new_record(c.raw, rid, stream.run_label(c.raw), results.now())
+    rec = record.new_record(c.raw, rid, results.run_label(c.raw), results.now())
     rec.env = results.environment(c.device)
     rec.budget = record.Budget(**fit.budget_block(c))
     tracker = tracking.for_run(c.raw, rid, sweep_dir)

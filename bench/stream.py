@@ -63,14 +63,6 @@ def label_suffix(data_cfg: Mapping[str, Any] | None) -> str:
     return f"[{','.join(parts)}]" if parts else ""
 
 
-def run_label(raw: Mapping[str, Any]) -> str:
-    """A record's label: the method's setting label, and the stream's when it is not the task's
-    own (e.g. 'lora[replay=0.1]'), so a report keeps the two apart."""
-    from bench.methods import get
-
-    return get(raw["method"]["name"]).label(raw["method"]) + label_suffix(raw.get("data"))
-
-
 @dataclass
 class StreamStats:
     """Counted as batches are drawn: the realised mix of what training consumed."""

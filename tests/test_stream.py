@@ -118,3 +118,12 @@ def test_replay_run_records_its_mix(tmp_path: Path) -> None:
     plain = run_one(tiny_cfg("lora", tmp_path))
     assert plain["label"] == "lora" and plain["train"].get("stream") is None
     assert plain["run_id"] != rec["run_id"]
+
+
+def test_tag_names_a_row_and_is_no_training_setting(tmp_path: Path) -> None:
+    cfg = compose(["method=lora", "model=tiny-random", "task=tiny"])
+    tagged = {**cfg, "tag": "lr/3", "data": {**cfg["data"], "replay_share": 0.1}}
+    assert results.run_label(tagged) == "lora[replay=0.1]@lr/3"
+    assert results.run_id(tagged) == results.run_id({**tagged, "tag": None})
+    with pytest.raises(ConfigError, match="tag"):
+        config.check(tiny_cfg("lora", tmp_path, "tag='a b'"))
