@@ -90,7 +90,8 @@ def study_jobs(name: str, results_dir: Path) -> list[Any]:
 def test_study_sweeps_compose_to_their_planned_runs(tmp_path: Path) -> None:
     from bench import results
 
-    assert sorted(STUDIES) == sorted(p.stem for p in (CONF / "sweep").glob("study_*.yaml"))
+    every = {p.stem for p in (CONF / "sweep").glob("study_*.yaml")}
+    assert sorted(STUDIES) == sorted(every - REMEDY_STUDIES)
     for name, labels in STUDIES.items():
         jobs = study_jobs(name, tmp_path)
         text = (CONF / "sweep" / f"{name}.yaml").read_text()
@@ -110,11 +111,37 @@ def test_study_sweeps_compose_to_their_planned_runs(tmp_path: Path) -> None:
             assert S.default_label(m) in labels, (name, m)
 
 
-def _grid_choice(method: str) -> tuple[float | None, int]:
-    """The rate the committed default sweep chose for `method` on smollm2-135m x arithmetic,
-    and how many seed-0 grid points it has."""
+# Issue 16's studies: remedies (streams, rates, steps) around several methods on both tasks.
+REMEDY_STUDIES = {"study_forgetting", "study_repetition"}
+TAG_LR = {"lr/3": 1 / 3, "lrx3": 3.0}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(REMEDY_STUDIES))
+def test_remedy_sweeps_compose_to_their_planned_runs(name: str, tmp_path: Path) -> None:
+    from bench import results
+
+    jobs = study_jobs(name, tmp_path)
+    stated = re.search(r"^# runs: (\d+) ", (CONF / "sweep" / f"{name}.yaml").read_text(), re.M)
+    assert stated and int(stated.group(1)) == len(jobs), name
+    # every setting is its own report row, in 3 seeds; no two runs share an id
+    rows = Counter((c.raw["task"]["name"], results.run_label(c.raw)) for c in jobs)
+    assert set(rows.values()) == {3}, rows
+    assert len({results.run_id(c.raw) for c in jobs}) == len(jobs)
+    for c in jobs:
+        m, task = c.raw["method"]["name"], c.raw["task"]["name"]
+        chosen, n = _grid_choice(m, task)
+        if n < len(methods.defaults(m)["lr_grid"]):
+            pytest.skip(f"results/default lacks {m}'s grid on {task}")
+        want = chosen * TAG_LR.get(c.raw.get("tag") or "", 1.0)
+        assert c.lr == pytest.approx(want, rel=1e-3), (m, task, c.raw.get("tag"))
+
+
+def _grid_choice(method: str, task: str = "arithmetic") -> tuple[float | None, int]:
+    """The rate the committed default sweep chose for `method` on smollm2-135m x `task`, and
+    how many seed-0 grid points it has."""
     points = {}
-    for p in (ROOT / "results" / "default").glob(f"{method}__smollm2-135m__arithmetic__s0__*"):
+    for p in (ROOT / "results" / "default").glob(f"{method}__smollm2-135m__{task}__s0__*"):
         r = json.loads(p.read_text())
         val = (r.get("validation") or {}).get("loss_after")
         if r["status"] == "success" and val is not None:
