@@ -33,6 +33,9 @@ BIGBENCH_TASKS: tuple[str, ...] = (
     "known_unknowns",
     "periodic_elements",
     "misconceptions",
+    # 61 Natural Instructions v1 subtasks (Mishra et al. 2022): self-instruct seeds and held-out
+    # evaluation (bench/data/natural_instructions.py); ~160 MB of the extracted 1.9 GB
+    "natural_instructions",
 )
 
 
