@@ -27,20 +27,47 @@ from bench.results import config_hash, read_record, write_json_atomic
 from bench.train import Encoded, autocast_ctx, encode
 
 # What evaluation outputs depend on besides the settings: the files under bench/ that compute them
-# (scorers live with the tasks in data/, validation loss and encoding in train.py).
-EVAL_CODE = ("evaluate.py", "generate.py", "train.py", "precision.py", "metrics", "probes", "data")
+# (validation loss and encoding in train.py) and, of the tasks in data/, only the registry and
+# the modules of the task evaluated (its scorer): adding or changing another task leaves this
+# task's records current.
+EVAL_CODE = ("evaluate.py", "generate.py", "train.py", "precision.py", "metrics", "probes")
 BENCH = Path(__file__).resolve().parent
 
 
-@lru_cache(maxsize=1)
-def code_hash() -> str:
+def task_modules(task: str) -> list[Path]:
+    """The data/ files a task's builder runs: its module and the bench.data modules it uses."""
+    import sys
+    import types
+
+    from bench import data
+
+    data.names()  # imports every task module
+    todo, seen = [data._REGISTRY[task].__module__], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not name.startswith("bench.data"):
+            continue
+        seen.add(name)
+        if name == "bench.data":  # the registry: its attributes include every task module
+            continue
+        for v in vars(sys.modules[name]).values():
+            dep = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+            if isinstance(dep, str) and dep.startswith("bench.data"):
+                todo.append(dep)
+    return sorted(Path(sys.modules[n].__file__ or "") for n in seen | {"bench.data"})
+
+
+@lru_cache(maxsize=16)
+def code_hash(task: str) -> str:
     h = hashlib.sha256()
-    for entry in EVAL_CODE:
-        root = BENCH / entry
-        files = [root] if root.is_file() else sorted(root.rglob("*"))
-        for f in files:
-            if f.is_file() and f.suffix in (".py", ".yaml"):
-                h.update(str(f.relative_to(BENCH)).encode() + b"\0" + f.read_bytes() + b"\0")
+    files = [
+        f
+        for e in EVAL_CODE
+        for f in ([BENCH / e] if (BENCH / e).is_file() else sorted((BENCH / e).rglob("*")))
+    ]
+    for f in [*files, *task_modules(task)]:
+        if f.is_file() and f.suffix in (".py", ".yaml"):
+            h.update(str(f.relative_to(BENCH)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -51,7 +78,7 @@ def eval_version(c: Checked) -> str:
         "eval_batch_size": c.train.eval_batch_size,
         "precision": c.raw["precision"],
         "task": c.raw["task"],
-        "code": code_hash(),
+        "code": code_hash(c.raw["task"]["name"]),
     }
     return config_hash(key, 12)
 
@@ -129,7 +156,7 @@ def before_key(c: Checked, method: Method) -> str:
         "quant": method.base_key(cfg["method"]),
         "eval_batch_size": c.train.eval_batch_size,
         "seq_len": c.budget.seq_len,
-        "code": code_hash(),
+        "code": code_hash(cfg["task"]["name"]),
     }
     return config_hash(key, 16)
 

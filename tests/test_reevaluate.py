@@ -142,3 +142,17 @@ def test_lr_index_chosen_is_seed_zeros_best_grid_point(tmp_path: Path) -> None:
     assert phases[1] == "evaluate" and "lr_index=chosen" in phases[2] and len(phases) == 3
     assert (jobs, threads) == (2, 1)  # the evaluate phase runs as the runs do
     assert sweep_phases("smoke")[0] == [[]]
+
+
+@pytest.mark.unit
+def test_eval_version_hashes_only_the_tasks_own_data_code() -> None:
+    from bench.evaluate import BENCH, task_modules
+
+    def rel(task: str) -> set[str]:
+        return {str(p.relative_to(BENCH / "data")) for p in task_modules(task)}
+
+    assert rel("arithmetic") == {"__init__.py", "arithmetic.py"}
+    assert rel("tiny") == {"__init__.py", "tiny.py"}
+    # a task built on another task's module hashes that one too
+    assert rel("self_instruct") >= {"__init__.py", "self_instruct.py", "natural_instructions.py"}
+    assert "arithmetic.py" not in rel("self_instruct")
