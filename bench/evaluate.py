@@ -97,18 +97,28 @@ def _quality(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any]:
     from bench.metrics import answers
 
     test = task.splits["test"]
-    preds = generate_text(
+    dec = c.eval.decoding
+    k = dec.num_samples if dec.do_sample else 1  # samples per example, scored one by one
+    samples = generate_text(
         model,
         tok,
-        [e.prompt for e in test],
+        [e.prompt for e in test for _ in range(k)],
         max_new_tokens=task.max_new_tokens,
         batch_size=c.train.eval_batch_size,
         precision=c.raw["precision"],
         device=c.device,
         stop_at_newline=True,
+        decoding=dec,
+        seed=c.eval.seed,
     )
     refs = [getattr(e, "references", None) or e.answer for e in test]  # multi-reference QA
-    scores = [float(task.score(p, r)) for p, r in zip(preds, refs, strict=True)]
+    preds = samples[::k]  # the first sample is the one kept and shown
+
+    def mean_score(fn: Any) -> list[float]:
+        return [sum(float(fn(p, r)) for p in samples[i * k : (i + 1) * k]) / k
+                for i, r in enumerate(refs)]  # fmt: skip
+
+    scores = mean_score(task.score)
     nll = _answer_nll(model, tok, encoded(task, tok, "test", c.budget.seq_len), c)
     n_ans = [len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in test]
     bits = [answers.answer_bits(x, k) for x, k in zip(nll, n_ans, strict=True)]
@@ -116,7 +126,7 @@ def _quality(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any]:
     per: dict[str, Any] = {"score": scores, "bits": [round(b, 4) for b in bits], "bytes": nbytes}
     out: dict[str, Any] = {"score": sum(scores) / len(scores), "examples": preds[:5]}
     for name, fn in (task.info.get("extra_scores") or {}).items():
-        per[name] = [float(fn(p, r)) for p, r in zip(preds, refs, strict=True)]
+        per[name] = mean_score(fn)
         out[name] = sum(per[name]) / len(test)
     per["pred"] = [p[:PRED_CHARS] for p in preds]
     out["answer_bpb"], out["per_example"] = answers.bits_per_byte(bits, nbytes), per

@@ -78,12 +78,15 @@ def run_id(cfg: Mapping[str, Any]) -> str:
 def run_label(cfg: Mapping[str, Any]) -> str:
     """A record's label, its row in reports: the method's setting label, then the stream's when
     it is not the task's own (bench/stream.py, e.g. `lora[replay=0.1]`), then `tag` when given
-    (`lora@lr/3`: what the label cannot show, such as a studied learning rate or step count)."""
+    (`lora@lr/3`: what the label cannot show, such as a studied learning rate or step count),
+    then a decoding other than greedy (`lora{penalty}`)."""
     from bench.methods import get
     from bench.stream import label_suffix
 
     out = get(cfg["method"]["name"]).label(cfg["method"]) + label_suffix(cfg.get("data"))
-    return out + (f"@{cfg['tag']}" if cfg.get("tag") else "")
+    out += f"@{cfg['tag']}" if cfg.get("tag") else ""
+    dec = ((cfg.get("eval") or {}).get("decoding") or {}).get("name", "greedy")
+    return out + (f"{{{dec}}}" if dec != "greedy" else "")  # e.g. lora{penalty}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
