@@ -23,11 +23,12 @@ import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch only where batches are built: reports read `active` and labels
+    import torch
 
-from bench.train import Encoded, batch_stream, collate
+    from bench.train import Encoded
 
 _SEED = 4321  # fixed draws (replay order, duplicated pool, subset): not the run seed
 NEUTRAL: dict[str, Any] = {
@@ -84,6 +85,7 @@ class StreamStats:
 def replay_chunks(tok: Any, seq_len: int, n: int, source: str = "brown") -> list[Encoded]:
     """`n` chunks of `seq_len` tokens of held-in general text, every token labelled."""
     from bench import corpora
+    from bench.train import Encoded
 
     if source not in REPLAY_SOURCES:
         raise ValueError(f"data.replay_source: {source!r}; valid: {list(REPLAY_SOURCES)}")
@@ -142,6 +144,8 @@ def stream(
     pad_id: int,
 ) -> tuple[Iterator[dict[str, torch.Tensor]], StreamStats]:
     """Endless batches for `bench.train.train`, and the counters they fill as they are drawn."""
+    from bench.train import batch_stream
+
     d = dict(d or {})
     examples = shape_examples(data, d, per_step=batch_size * grad_accum, steps=steps)
     stats = StreamStats(examples=len(examples))
@@ -174,6 +178,8 @@ def _mixed(
     pad_id: int,
     stats: StreamStats,
 ) -> Iterator[dict[str, torch.Tensor]]:
+    from bench.train import collate
+
     rng = random.Random(seed)
     order: list[int] = []  # task examples in seeded epochs, as batch_stream draws them
     used, size = 0, len(chunks[0].input_ids)
