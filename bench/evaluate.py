@@ -159,7 +159,7 @@ def before_key(c: Checked, method: Method) -> str:
     """What the base model's measurements depend on - not the method otherwise."""
     cfg = c.raw
     key = {
-        "model": cfg["model"],
+        "model": c.model,  # with a vocabulary expansion: the expanded model is the base
         "task": cfg["task"],
         "eval": cfg["eval"],
         "precision": cfg["precision"],
@@ -213,7 +213,7 @@ def _measure_base(raw: dict[str, Any], path: str) -> None:
 
         torch.set_num_threads(raw["threads"])
     model, tok = load_base(
-        raw["model"], raw["method"], device=c.device, precision=raw["precision"], frozen=True
+        c.model, raw["method"], device=c.device, precision=raw["precision"], frozen=True
     )
     val = encoded(task, tok, "validation", c.budget.seq_len)
     write_json_atomic(Path(path), evaluate_state(model, tok, task, val, c))

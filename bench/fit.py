@@ -103,7 +103,7 @@ def fit(
 
 def train_block(res: TrainResult, model: Any, c: Checked, optimizer: str) -> dict[str, Any]:
     b = c.budget
-    info = models.model_info(c.raw["model"])
+    info = models.model_info(c.model)
     flops = measure.model_flops_per_token(model, info.num_layers, info.hidden_size, b.seq_len)
     st = sorted(res.step_times)
     return {
