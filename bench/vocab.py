@@ -311,3 +311,57 @@ def apply(model: Any, folder: Path) -> None:
     # the model is the expansion now: peft saves no whole embedding layer as "resized", since
     # the folder's config has the expanded vocabulary
     model.name_or_path = model.config._name_or_path = str(folder)
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def stats(model: Mapping[str, Any], ks: Sequence[int], *, split: str = "test") -> list[list[Any]]:
+    """Tokens per character of `split` text, per corpus source, for the model's tokenizer, its
+    expansions (every source at each k; built if needed) and Qwen's tokenizers (reference)."""
+    from transformers import AutoTokenizer
+
+    from bench import models, reftok
+    from bench.data import zh
+    from bench.metrics.per_char import tokens_per_char
+
+    texts = {s: zh.corpus().texts(split, s) for s in zh.SOURCES}
+    rows: list[tuple[str, Any]] = [
+        (model["name"], AutoTokenizer.from_pretrained(models.model_dir(model)))
+    ]
+    for k in ks:
+        for source in SOURCES:
+            v = {"k": k, "source": source, "corpus": "zh", "init": "mean", "seed": 0}
+            path = models.model_dir(effective_model(model, v))
+            rows.append((f"{model['name']} +{k} {source}", AutoTokenizer.from_pretrained(path)))
+    rows += [(f"{name} (reference)", reftok.qwen(name)) for name in reftok.QWEN]
+    return [
+        [name, len(tok), *(round(tokens_per_char(tok, texts[s]), 4) for s in zh.SOURCES)]
+        for name, tok in rows
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+    import os
+
+    import yaml
+
+    from bench.config import CONF
+    from bench.data import zh
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    p = argparse.ArgumentParser(description="Tokens per character of the Chinese test split.")
+    p.add_argument("--model", default="smollm2-135m", help="a conf/model/ name")
+    p.add_argument("--k", type=int, nargs="*", default=[1000, 5000])
+    p.add_argument("--split", default="test", choices=list(zh.SPLITS))
+    a = p.parse_args(argv)
+    model = yaml.safe_load((CONF / "model" / f"{a.model}.yaml").read_text())
+    print(f"| tokenizer | vocabulary | {' | '.join(zh.SOURCES)} (tokens per character) |")
+    print("|---|---:|" + "---:|" * len(zh.SOURCES))
+    for row in stats(model, a.k, split=a.split):
+        print("| " + " | ".join(str(x) for x in row) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
