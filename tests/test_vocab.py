@@ -343,3 +343,56 @@ def test_smollm2_english_nll_barely_moves_and_the_head_stays_tied() -> None:
     assert a["n_tokens"] == b["n_tokens"]
     # measured: +0.00019 nats per token (4.99202 -> 4.99219) with 1,000 mean-initialised rows
     assert 0 <= b["nll"] - a["nll"] < 1e-3
+
+
+# ----------------------------------------------------------------------------- the study
+
+
+STUDY_ARMS = {
+    "lora": 0.001, "lora:new-tokens+vocab1000": 0.001, "lora:new-tokens+vocab5000": 0.001,
+    "lora:new-tokens+vocab5000:noise_init": 0.001, "lora:new-tokens+vocab5000:random": 0.001,
+    "full": 1e-4, "full+vocab1000": 1e-4, "full+vocab5000": 1e-4,
+}  # fmt: skip
+
+
+@pytest.mark.unit
+def test_study_vocab_composes_to_its_planned_arms(tmp_path: Path) -> None:
+    import re
+    from collections import Counter
+
+    from tests.test_studies import study_jobs
+
+    jobs = study_jobs("study_vocab", tmp_path)
+    header = (CONF / "sweep" / "study_vocab.yaml").read_text()
+    stated = re.search(r"^# runs: (\d+) ", header, re.M)
+    assert stated and int(stated.group(1)) == len(jobs) == 3 * len(STUDY_ARMS)
+    assert Counter(run_label(c.raw) for c in jobs) == dict.fromkeys(STUDY_ARMS, 3)
+    assert len({run_id(c.raw) for c in jobs}) == len(jobs)
+    for c in jobs:
+        assert c.lr == STUDY_ARMS[run_label(c.raw)]
+        assert (c.raw["model"]["name"], c.raw["task"]["name"]) == ("smollm2-135m", "poem_next_line")
+        assert c.budget.whole_examples and c.raw["eval"]["enabled"] and c.raw["seed"] in (0, 1, 2)
+
+
+@pytest.mark.unit
+def test_study_vocab_estimate_uses_the_default_sweeps_rates() -> None:
+    """The header's training rates are results/default's: padded tokens per second of the
+    chosen (fully evaluated) full and LoRA runs, the mean of the two cells' pooled rates."""
+    import re
+
+    folder = CONF.parent / "results" / "default"
+    rates = {}
+    for m in ("full", "lora"):
+        cells = []
+        for task in ("arithmetic", "squad_shifts"):
+            recs = [json.loads(p.read_text()) for p in folder.glob(f"{m}__smollm2-135m__{task}__*")]
+            done = [r for r in recs if r["status"] == "success" and r.get("evaluated") == "all"]
+            if len(done) < 3:
+                pytest.skip(f"results/default lacks the chosen {m} runs on {task}")
+            pad = sum(r["train"]["padded_tokens"] for r in done)
+            cells.append(pad / sum(r["train"]["seconds"] for r in done))
+        rates[m] = sum(cells) / len(cells)
+    header = (CONF / "sweep" / "study_vocab.yaml").read_text()
+    stated = re.search(r"training at (\d+) \(full\) and\s+#\s+(\d+) \(LoRA\)", header)
+    assert stated, "the header states the rates it uses"
+    assert int(stated.group(1)) == int(rates["full"]) and int(stated.group(2)) == int(rates["lora"])
