@@ -148,18 +148,34 @@ def evaluate_state(
     # weights are bf16 and trained ones fp32, which only autocast's matmuls combine
     with autocast_ctx(c.raw["precision"], c.device):
         general = evaluate_general(model, tok, c.raw["eval"]) if c.eval.enabled else None
-    t3 = time.perf_counter()
+        t3 = time.perf_counter()
+        text = _text(model, tok, task, c)
+    t4 = time.perf_counter()
     parts: dict[str, Any] = {"quality_s": t1 - t0, "val_loss_s": t2 - t1, "general_s": t3 - t2}
     if general:
         parts["general"] = general.get("timing")
-    return {"quality": q, "val_loss": vl, "general": general, "seconds": t3 - t0, "parts": parts}
+    if text is not None:
+        parts["text_s"] = t4 - t3
+    return {"quality": q, "val_loss": vl, "general": general, "text": text, "seconds": t4 - t0,
+            "parts": parts}  # fmt: skip
+
+
+def _text(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any] | None:
+    """Per-character figures on the task's held-out text, for tasks that define it (issue 17:
+    tokenizers compared on one axis)."""
+    spec = task.info.get("text_eval")
+    if not spec:
+        return None
+    from bench.metrics.per_char import evaluate_text
+
+    return evaluate_text(model, tok, spec, batch_size=c.train.eval_batch_size)
 
 
 def before_key(c: Checked, method: Method) -> str:
     """What the base model's measurements depend on - not the method otherwise."""
     cfg = c.raw
     key = {
-        "model": cfg["model"],
+        "model": c.model,  # with a vocabulary expansion: the expanded model is the base
         "task": cfg["task"],
         "eval": cfg["eval"],
         "precision": cfg["precision"],
@@ -213,7 +229,7 @@ def _measure_base(raw: dict[str, Any], path: str) -> None:
 
         torch.set_num_threads(raw["threads"])
     model, tok = load_base(
-        raw["model"], raw["method"], device=c.device, precision=raw["precision"], frozen=True
+        c.model, raw["method"], device=c.device, precision=raw["precision"], frozen=True
     )
     val = encoded(task, tok, "validation", c.budget.seq_len)
     write_json_atomic(Path(path), evaluate_state(model, tok, task, val, c))
@@ -289,6 +305,7 @@ def evaluate_into(rec: Any, c: Checked, task: Any, model: Any, tok: Any, base: A
         rec.timing.after_eval_s, rec.timing.after_parts = time.perf_counter() - t0, None
         after: dict[str, Any] = {"val_loss": vl}
         rec.quality = rec.forgetting = rec.repetition = rec.hallucination = rec.inference = None
+        rec.text = None
         rec.timing.inference_s = None
     else:
         after = evaluate_state(model, tok, task, val, c)
@@ -296,6 +313,8 @@ def evaluate_into(rec: Any, c: Checked, task: Any, model: Any, tok: Any, base: A
         rec.quality = record.Quality(**quality_block(base, after, task))
         for name, block in general_blocks(base, after).items():
             setattr(rec, name, block)
+        if after.get("text") is not None:
+            rec.text = {"before": base.get("text"), "after": after["text"]}
         rec.inference, rec.timing.inference_s = inference(model, tok, c)
     rec.validation = record.Validation(
         loss_before=base["val_loss"], loss_after=after["val_loss"], n=len(val)

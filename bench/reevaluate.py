@@ -94,7 +94,7 @@ def reevaluate_one(path: Path, rec: dict[str, Any], c: Checked) -> dict[str, Any
     r.timing = record.Timing(**timing, reevaluated_at=results.now())
     torch.manual_seed(c.raw["seed"])  # parts a state does not hold are built as in the run
     model, tok, _ = methods.load_and_apply(
-        c.raw["model"], c.raw["method"], device=c.device, precision=c.raw["precision"]
+        c.model, c.raw["method"], device=c.device, precision=c.raw["precision"]
     )
     state.restore(model, f)
     evaluate.evaluate_into(r, c, task, model, tok, base)

@@ -57,13 +57,15 @@ def config_hash(cfg: Mapping[str, Any], n: int = 10) -> str:
 
 def training_view(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that decide the trained model (what a run id hashes)."""
-    from bench.stream import active
+    from bench import stream, vocab
 
     out = {k: v for k, v in cfg.items() if k not in EVAL_KEYS}
-    if "data" in out:  # neutral stream settings are left out: ids from before they existed hold
-        out["data"] = active(out["data"])
-        if not out["data"]:
-            del out["data"]
+    # neutral stream and vocabulary settings are left out: ids from before they existed hold
+    for key, active in (("data", stream.active), ("vocab", vocab.active)):
+        if key in out:
+            out[key] = active(out[key])
+            if not out[key]:
+                del out[key]
     if isinstance(out.get("train"), Mapping):
         out["train"] = {k: v for k, v in out["train"].items() if k not in EVAL_TRAIN_KEYS}
     return out
@@ -79,11 +81,13 @@ def run_label(cfg: Mapping[str, Any]) -> str:
     """A record's label, its row in reports: the method's setting label, then the stream's when
     it is not the task's own (bench/stream.py, e.g. `lora[replay=0.1]`), then `tag` when given
     (`lora@lr/3`: what the label cannot show, such as a studied learning rate or step count),
-    then a decoding other than greedy (`lora{penalty}`)."""
+    then a decoding other than greedy (`lora{penalty}`). A vocabulary expansion follows the
+    method's label (`full+vocab5000`, bench/vocab.py)."""
+    from bench import stream, vocab
     from bench.methods import get
-    from bench.stream import label_suffix
 
-    out = get(cfg["method"]["name"]).label(cfg["method"]) + label_suffix(cfg.get("data"))
+    out = get(cfg["method"]["name"]).label(cfg["method"]) + vocab.label_suffix(cfg.get("vocab"))
+    out += stream.label_suffix(cfg.get("data"))
     out += f"@{cfg['tag']}" if cfg.get("tag") else ""
     dec = ((cfg.get("eval") or {}).get("decoding") or {}).get("name", "greedy")
     return out + (f"{{{dec}}}" if dec != "greedy" else "")  # e.g. lora{penalty}

@@ -69,6 +69,7 @@ class StreamStats:
     """Counted as batches are drawn: the realised mix of what training consumed."""
 
     tokens: int = 0  # non-padding input tokens
+    chars: int = 0  # characters of the text those tokens spell (decoded, specials skipped)
     replay_tokens: int = 0
     labels: int = 0  # tokens with a loss
     replay_labels: int = 0
@@ -154,17 +155,29 @@ def stream(
         raise ValueError(f"data.replay_share: {share}; must be in [0, 1)")
     if not share:
         base = batch_stream(examples, batch_size=batch_size, seed=seed, pad_id=pad_id)
-        return _counted(base, stats), stats
+        return _counted(base, stats, tok), stats
     # the most chunks the budget can take (every sequence replay): no chunk repeats
     chunks = replay_chunks(tok, seq_len, batch_size * grad_accum * steps, d["replay_source"])
-    return _mixed(examples, chunks, share, batch_size, seed, pad_id, stats), stats
+    return _mixed(examples, chunks, share, batch_size, seed, pad_id, stats, tok), stats
+
+
+def batch_chars(batch: dict[str, torch.Tensor], tok: Any) -> int:
+    """Characters of a batch's text: what a budget in characters counts, the same for every
+    tokenizer of the same text (cleanup off: the text as it was, not as a reader would tidy it)."""
+    pairs = zip(batch["input_ids"], batch["attention_mask"], strict=True)
+    rows = (ids[m.bool()].tolist() for ids, m in pairs)
+    return sum(
+        len(tok.decode(r, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        for r in rows
+    )
 
 
 def _counted(
-    batches: Iterator[dict[str, torch.Tensor]], stats: StreamStats
+    batches: Iterator[dict[str, torch.Tensor]], stats: StreamStats, tok: Any
 ) -> Iterator[dict[str, torch.Tensor]]:
     for b in batches:
         stats.tokens += int(b["attention_mask"].sum())
+        stats.chars += batch_chars(b, tok)
         stats.labels += int((b["labels"] != -100).sum())
         yield b
 
@@ -177,6 +190,7 @@ def _mixed(
     seed: int,
     pad_id: int,
     stats: StreamStats,
+    tok: Any,
 ) -> Iterator[dict[str, torch.Tensor]]:
     from bench.train import collate
 
@@ -204,6 +218,7 @@ def _mixed(
         rep, used = list(chunks[used : used + k]), used + k
         batch = collate([*rows, *rep], pad_id)
         stats.tokens += int(batch["attention_mask"].sum())
+        stats.chars += batch_chars(batch, tok)
         stats.replay_tokens += k * size
         stats.labels += int((batch["labels"] != -100).sum())
         stats.replay_labels += k * size

@@ -53,9 +53,9 @@ STUDIES: dict[str, list[str]] = {
                      "freeze:all-first4", "freeze:all-first8", "freeze:mlp-2",
                      "freeze:self_attn-2", "freeze:all-2+emb"],
 }  # fmt: skip
-# Studies of training data rather than of a method's settings: their own tests
-# (tests/test_self_instruct.py).
-DATA_STUDIES = {"study_self_instruct"}
+# Studies of training data or of the model's vocabulary rather than of a method's settings:
+# their own tests (tests/test_self_instruct.py, tests/test_vocab.py).
+DATA_STUDIES = {"study_self_instruct", "study_vocab"}
 # The default sweep's choice on SmolLM2-135M x arithmetic (seed 0, lowest validation loss).
 STUDY_LR = {"lora": 1e-3, "qlora": 1e-3, "prompt_tuning": 0.1, "ptuning_v1": 0.03,
             "prefix_tuning": 0.01, "ptuning_v2": 0.03, "freeze": 3e-4}  # fmt: skip
