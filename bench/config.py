@@ -164,6 +164,7 @@ class RunConfig(Strict):
     state: StateConfig
     data: DataConfig | None = None  # absent in records from before the option existed
     vocab: VocabConfig | None = None  # the same
+    train_version: PositiveInt | None = None  # None: a record from before version 2
     tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.,=/+x-]+$")
 
 

@@ -155,7 +155,8 @@ def current_config(
     cfg = {**rec_cfg, **{k: now[k] for k in EVAL_KEYS}}
     cfg["train"] = {**rec_cfg["train"], **{k: now["train"][k] for k in EVAL_TRAIN_KEYS}}
     for k, v in now.items():  # keys newer than the record take today's defaults
-        cfg.setdefault(k, v)
+        if k != "train_version":  # what trained the record, not what would train it today
+            cfg.setdefault(k, v)
     cfg.pop("hydra", None)
     return {**cfg, "results_dir": results_dir, "sweep_name": sweep, "progress": False}
 

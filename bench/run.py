@@ -103,6 +103,11 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
     from bench.sweep import note_finished
 
     c = config.check(cfg_in)  # before any expensive work
+    if c.raw.get("train_version") != results.TRAIN_VERSION:  # the id names what this trains
+        raise methods.ConfigError(
+            f"train_version: {c.raw.get('train_version')!r}; this code trains version "
+            f"{results.TRAIN_VERSION} (conf/config.yaml), the only valid value for a new run"
+        )
     rid = results.run_id(c.raw)
     sweep_dir = Path(c.raw["results_dir"]) / c.raw["sweep_name"]
     path = sweep_dir / f"{rid}.json"

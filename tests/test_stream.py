@@ -127,3 +127,19 @@ def test_tag_names_a_row_and_is_no_training_setting(tmp_path: Path) -> None:
     assert results.run_id(tagged) == results.run_id({**tagged, "tag": None})
     with pytest.raises(ConfigError, match="tag"):
         config.check(tiny_cfg("lora", tmp_path, "tag='a b'"))
+
+
+def test_train_version_is_in_new_run_ids_only(tmp_path: Path) -> None:
+    """Runs of the fixed training code get new ids; records of version 1 (no key) keep theirs,
+    are re-evaluated as version 1, and a new run cannot claim version 1."""
+    from bench.reevaluate import current_config
+    from bench.run import run_one
+
+    cfg = compose(["method=lora", "model=tiny-random", "task=tiny"])
+    assert cfg["train_version"] == results.TRAIN_VERSION == 2
+    old = {k: v for k, v in cfg.items() if k != "train_version"}
+    assert results.run_id(cfg) != results.run_id(old)
+    assert results.run_id({**cfg, "train_version": None}) == results.run_id(old)
+    assert "train_version" not in current_config(old, cfg, "s", str(tmp_path))
+    with pytest.raises(ConfigError, match="train_version: None; this code trains version 2"):
+        run_one(tiny_cfg("lora", tmp_path, "train_version=null"))
