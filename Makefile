@@ -17,7 +17,7 @@ DRILL_ARGS    ?=            # e.g. --results-dir /tmp/drill eval=off
 
 STAMP := .venv/.installed
 
-.PHONY: help setup test test-all lint format models sweep report bench drill clean-cache
+.PHONY: help setup test test-all lint format models sweep report decode bench drill clean-cache
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,18 @@ sweep: setup ## prepare only the sweep's models, run its phases (SWEEP=default|s
 
 report: $(STAMP) ## write reports/$(SWEEP)/ from results/$(SWEEP)/
 	$(PY) -m bench.report --sweep $(SWEEP)
+
+# issue 16's decoding fixes: name and transformers generate options of each setting
+DECODINGS := greedy: \
+  penalty:eval.decoding.repetition_penalty=1.2 \
+  ngram3:eval.decoding.no_repeat_ngram_size=3 \
+  sample:eval.decoding.do_sample=true,eval.decoding.temperature=0.7,eval.decoding.top_p=0.9,eval.decoding.num_samples=5
+
+decode: setup ## re-evaluate $(SWEEP)'s runs (kept states) under each decoding into results/$(SWEEP)_decoding/, report it
+	@for d in $(DECODINGS); do name=$${d%%:*}; opts=$${d#*:}; \
+	  args="--override eval.decoding.name=$$name"; for o in $${opts//,/ }; do args="$$args --override $$o"; done; \
+	  $(PY) -m bench.evaluate --sweep $(SWEEP) --into $(SWEEP)_decoding --jobs 2 --threads 1 $$args || exit 1; done
+	$(PY) -m bench.report --sweep $(SWEEP)_decoding
 
 bench: setup ## throughput: harness vs a bare peft+torch loop, and MFU
 	$(PY) -m bench.speed

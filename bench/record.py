@@ -49,6 +49,8 @@ class Train(Block):
     padded_tokens: int
     seconds: float
     tokens_per_s: float
+    chars: int | None = None  # characters of the text trained on (absent in older records)
+    chars_per_s: float | None = None
     samples_per_s: float
     step_time_p50: float
     step_time_p90: float
@@ -59,6 +61,9 @@ class Train(Block):
     final_loss: float | None
     lr: float
     optimizer: str
+    # only when `data` changed the stream (bench/stream.py): replay's realised token and loss
+    # shares, the distinct training examples
+    stream: dict[str, Any] | None = None
 
 
 class Quality(Block):
@@ -148,6 +153,9 @@ class Record(Block):
     repetition: dict[str, Any] | None = None
     hallucination: dict[str, Any] | None = None
     inference: dict[str, Any] | None = None
+    # tasks with held-out text of their own (poem_next_line): per-character figures before and
+    # after (bench/metrics/per_char.py)
+    text: dict[str, Any] | None = None
     model_info: ModelInfo | None = None
     task_info: TaskInfo | None = None
     timing: Timing | None = None

@@ -69,10 +69,12 @@ def needs(rec: dict[str, Any], c: Checked, scope: str) -> str | None:
 
 
 def _state_file(path: Path, rec: dict[str, Any]) -> Path | None:
+    """The kept state: `state.path` relative to the record's folder (a copy made by `--into`
+    points into its source sweep), else where the run keeps it."""
     from bench.state import state_path
 
     st = rec.get("state") or {}
-    f = state_path(path.parent, rec["run_id"])
+    f = path.parent / st["path"] if st.get("path") else state_path(path.parent, rec["run_id"])
     return f if st.get("kept") and f.exists() else None
 
 
@@ -92,11 +94,13 @@ def reevaluate_one(path: Path, rec: dict[str, Any], c: Checked) -> dict[str, Any
     r.timing = record.Timing(**timing, reevaluated_at=results.now())
     torch.manual_seed(c.raw["seed"])  # parts a state does not hold are built as in the run
     model, tok, _ = methods.load_and_apply(
-        c.raw["model"], c.raw["method"], device=c.device, precision=c.raw["precision"]
+        c.model, c.raw["method"], device=c.device, precision=c.raw["precision"]
     )
     state.restore(model, f)
     evaluate.evaluate_into(r, c, task, model, tok, base)
     r.config, r.schema_version = c.raw, record.SCHEMA_VERSION
+    if c.raw["sweep_name"] != rec["config"].get("sweep_name"):  # a copy made by `--into`
+        r.label = results.run_label(c.raw)
     out = r.dump()
     results.write_json_atomic(path, out)
     del model
@@ -151,13 +155,40 @@ def current_config(
     cfg = {**rec_cfg, **{k: now[k] for k in EVAL_KEYS}}
     cfg["train"] = {**rec_cfg["train"], **{k: now["train"][k] for k in EVAL_TRAIN_KEYS}}
     for k, v in now.items():  # keys newer than the record take today's defaults
-        cfg.setdefault(k, v)
+        if k != "train_version":  # what trained the record, not what would train it today
+            cfg.setdefault(k, v)
     cfg.pop("hydra", None)
     return {**cfg, "results_dir": results_dir, "sweep_name": sweep, "progress": False}
 
 
-def plan(folder: Path, sweep: str, results_dir: str, overrides: list[str]) -> list[tuple]:
-    """(path, record, checked config, scope) of every record that needs evaluating."""
+def copy_into(path: Path, rec: dict[str, Any], into: str, results_dir: str, c: Checked) -> tuple:
+    """`--into`: where a fully evaluated record's copy under today's settings `c` goes (its run id
+    gets the decoding's name, so several decodings of one run share a folder), and the copy as
+    it stands: the existing one, else the source with its kept state pointed to."""
+    import dataclasses
+    import os
+
+    from bench.results import read_record
+
+    dec = c.eval.decoding.name
+    rid = f"{rec['run_id']}--{dec}"
+    dst = Path(results_dir) / into / f"{rid}.json"
+    raw = {**c.raw, "sweep_name": into}
+    have = read_record(dst)
+    if have is None:
+        have = {**rec, "run_id": rid, "eval_version": None}
+        st = dict(rec.get("state") or {})
+        if st.get("path"):
+            st["path"] = os.path.relpath(path.parent / st["path"], dst.parent)
+        have["state"] = st
+    return dst, have, dataclasses.replace(c, raw=raw)
+
+
+def plan(
+    folder: Path, sweep: str, results_dir: str, overrides: list[str], into: str | None = None
+) -> list[tuple]:
+    """(path, record, checked config, scope) of every record that needs evaluating; with
+    `into`, of the copies in that folder of the records fully evaluated here."""
     from bench import config
     from bench.record import read
 
@@ -168,7 +199,16 @@ def plan(folder: Path, sweep: str, results_dir: str, overrides: list[str]) -> li
         if r is None or r.status != "success":
             continue
         rec = r.dump()
-        rows.append((p, rec, config.check(current_config(rec["config"], now, sweep, results_dir))))
+        c = config.check(current_config(rec["config"], now, sweep, results_dir))
+        if into is None:
+            rows.append((p, rec, c))
+        elif rec.get("evaluated") == "all":  # copies: only the points chosen on validation
+            dst, copy, c2 = copy_into(p, rec, into, results_dir, c)
+            if needs(copy, c2, "all"):
+                (Path(results_dir) / into).mkdir(parents=True, exist_ok=True)
+                rows.append((dst, copy, _with_scope(c2, "all")))
+    if into is not None:
+        return [(p, rec, c, "all") for p, rec, c in rows]
     groups: dict[str, list[tuple]] = defaultdict(list)
     for row in rows:
         groups[lr_group(row[2].raw)].append(row)
@@ -198,13 +238,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--override", action="append", default=[], help="Hydra override, repeatable")
     ap.add_argument("--dry-run", action="store_true", help="list what would be evaluated")
+    ap.add_argument("--into", default=None, help="write re-evaluated copies of the fully "
+                    "evaluated records to this sweep folder (e.g. other decodings), run id + "
+                    "'--<eval.decoding.name>'; the source records stay as they are")  # fmt: skip
     ap.add_argument("--jobs", type=int, default=1, help="records evaluated in parallel processes")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per evaluation")
     a = ap.parse_args(argv)
     folder = Path(a.results_dir) / a.sweep
     if not folder.is_dir():
         sys.exit(f"--sweep: no results folder {folder}")
-    todo = plan(folder, a.sweep, a.results_dir, a.override)
+    todo = plan(folder, a.sweep, a.results_dir, a.override, a.into)
     print(f"[evaluate] {a.sweep}: {len(todo)} record(s) to evaluate", flush=True)
     if a.dry_run:
         for p, _, _, need in todo:

@@ -23,6 +23,7 @@ from bench.precision import timing_flags
 # Settings that do not change a run's result: where it is written and how it is logged.
 NON_RESULT_KEYS = (
     "logger", "sweep_name", "results_dir", "progress", "force", "isolate", "hydra", "phases",
+    "tag",
 )  # fmt: skip
 PACKAGES = (
     "torch",
@@ -37,6 +38,15 @@ PACKAGES = (
     "tokenizers",
     "gguf",
 )
+
+
+# What bench/train.py trains a config on: part of the run id (config key `train_version`), so a
+# fix that changes training never meets records of the old code under the same id.
+# 1 (records without the key): encode() cut prompts that fit in seq_len to their last
+#   seq_len - len(answer) - len(prompt) tokens (arithmetic lost "Question:", squad_shifts ~45
+#   context tokens in 71% of training examples), while test generation saw whole prompts.
+# 2: prompts that fit are kept whole.
+TRAIN_VERSION = 2
 
 
 def canonical(obj: Any) -> str:
@@ -56,7 +66,17 @@ def config_hash(cfg: Mapping[str, Any], n: int = 10) -> str:
 
 def training_view(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The settings that decide the trained model (what a run id hashes)."""
+    from bench import stream, vocab
+
     out = {k: v for k, v in cfg.items() if k not in EVAL_KEYS}
+    if out.get("train_version") is None:  # records of version 1 hashed no such key
+        out.pop("train_version", None)
+    # neutral stream and vocabulary settings are left out: ids from before they existed hold
+    for key, active in (("data", stream.active), ("vocab", vocab.active)):
+        if key in out:
+            out[key] = active(out[key])
+            if not out[key]:
+                del out[key]
     if isinstance(out.get("train"), Mapping):
         out["train"] = {k: v for k, v in out["train"].items() if k not in EVAL_TRAIN_KEYS}
     return out
@@ -66,6 +86,22 @@ def run_id(cfg: Mapping[str, Any]) -> str:
     """Readable prefix + hash of every training-affecting setting (stable across processes)."""
     names = (cfg["method"]["name"], cfg["model"]["name"], cfg["task"]["name"])
     return "__".join(names) + f"__s{cfg['seed']}__{config_hash(training_view(cfg))}"
+
+
+def run_label(cfg: Mapping[str, Any]) -> str:
+    """A record's label, its row in reports: the method's setting label, then the stream's when
+    it is not the task's own (bench/stream.py, e.g. `lora[replay=0.1]`), then `tag` when given
+    (`lora@lr/3`: what the label cannot show, such as a studied learning rate or step count),
+    then a decoding other than greedy (`lora{penalty}`). A vocabulary expansion follows the
+    method's label (`full+vocab5000`, bench/vocab.py)."""
+    from bench import stream, vocab
+    from bench.methods import get
+
+    out = get(cfg["method"]["name"]).label(cfg["method"]) + vocab.label_suffix(cfg.get("vocab"))
+    out += stream.label_suffix(cfg.get("data"))
+    out += f"@{cfg['tag']}" if cfg.get("tag") else ""
+    dec = ((cfg.get("eval") or {}).get("decoding") or {}).get("name", "greedy")
+    return out + (f"{{{dec}}}" if dec != "greedy" else "")  # e.g. lora{penalty}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

@@ -38,7 +38,7 @@ def _stages(c: Any, method: Any, rec: Any, tracker: Any, cache: Path, scratch: P
     torch.manual_seed(c.raw["seed"])  # adapter init; the data order has its own seeded stream
     sizes: dict[str, int] = {}
     model, tok, _ = methods.load_and_apply(
-        c.raw["model"],
+        c.model,
         c.raw["method"],
         device=c.device,
         precision=c.raw["precision"],
@@ -65,7 +65,7 @@ def _check_fits(task: Any, c: Any) -> None:
 
     from bench import methods, models
 
-    model_cfg = c.raw["model"]
+    model_cfg = c.model
     tok = AutoTokenizer.from_pretrained(
         models.model_dir(model_cfg), trust_remote_code=bool(model_cfg.get("trust_remote_code"))
     )
@@ -77,6 +77,16 @@ def _check_fits(task: Any, c: Any) -> None:
             f"budget.seq_len: {c.budget.seq_len} cannot hold the longest answer of task "
             f"{task.name} ({longest} tokens + EOS) and a prompt token; must be >= {need}"
         )
+    if c.budget.whole_examples:  # equal characters across tokenizers: nothing may be cut
+        from bench.train import encode
+
+        full = max(len(encode(e, tok, 1 << 30).input_ids) for e in task.splits["train"])
+        if c.budget.seq_len < full:
+            raise methods.ConfigError(
+                f"budget.seq_len: {c.budget.seq_len} cuts training examples of task {task.name} "
+                f"(the longest is {full} tokens with this tokenizer), and budget.whole_examples "
+                f"trains every arm on the same characters; must be >= {full}"
+            )
 
 
 def task_block(task: Any) -> dict[str, Any]:
@@ -93,6 +103,11 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
     from bench.sweep import note_finished
 
     c = config.check(cfg_in)  # before any expensive work
+    if c.raw.get("train_version") != results.TRAIN_VERSION:  # the id names what this trains
+        raise methods.ConfigError(
+            f"train_version: {c.raw.get('train_version')!r}; this code trains version "
+            f"{results.TRAIN_VERSION} (conf/config.yaml), the only valid value for a new run"
+        )
     rid = results.run_id(c.raw)
     sweep_dir = Path(c.raw["results_dir"]) / c.raw["sweep_name"]
     path = sweep_dir / f"{rid}.json"
@@ -105,7 +120,7 @@ def run_one(cfg_in: Any) -> dict[str, Any]:
     if c.raw["threads"]:
         torch.set_num_threads(c.raw["threads"])
     method = methods.get(c.raw["method"]["name"])
-    rec = record.new_record(c.raw, rid, method.label(c.raw["method"]), results.now())
+    rec = record.new_record(c.raw, rid, results.run_label(c.raw), results.now())
     rec.env = results.environment(c.device)
     rec.budget = record.Budget(**fit.budget_block(c))
     tracker = tracking.for_run(c.raw, rid, sweep_dir)

@@ -39,7 +39,7 @@ def encode(ex: Example, tok: Any, seq_len: int) -> Encoded:
     a = tok(" " + ex.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     bos = [tok.bos_token_id] if tok.bos_token_id is not None and _wants_bos(tok) else []
     keep = max(seq_len - len(a) - len(bos), 0)
-    p = p[len(p) - keep :] if keep else []
+    p = p[max(len(p) - keep, 0) :] if keep else []  # p[len(p) - keep:] cut prompts that fit
     ids = (bos + p + a)[:seq_len]
     labels = ([IGNORE] * (len(bos) + len(p)) + a)[:seq_len]
     return Encoded(ids, labels)

@@ -25,6 +25,7 @@ MODULE_TIERS = {
     "test_schema": "unit",
     "test_evalcost": "unit",
     "test_studies": "unit",  # its tiny-model tests are marked integration themselves
+    "test_zh": "unit",  # Chinese data and per-character metrics: a stub model, no weights
 }
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
 

@@ -142,3 +142,73 @@ def test_lr_index_chosen_is_seed_zeros_best_grid_point(tmp_path: Path) -> None:
     assert phases[1] == "evaluate" and "lr_index=chosen" in phases[2] and len(phases) == 3
     assert (jobs, threads) == (2, 1)  # the evaluate phase runs as the runs do
     assert sweep_phases("smoke")[0] == [[]]
+
+
+@pytest.mark.unit
+def test_eval_version_hashes_only_the_tasks_own_data_code() -> None:
+    from bench.evaluate import BENCH, task_modules
+
+    def rel(task: str) -> set[str]:
+        return {str(p.relative_to(BENCH / "data")) for p in task_modules(task)}
+
+    assert rel("arithmetic") == {"__init__.py", "arithmetic.py"}
+    assert rel("tiny") == {"__init__.py", "tiny.py"}
+    # a task built on another task's module hashes that one too
+    assert rel("self_instruct") >= {"__init__.py", "self_instruct.py", "natural_instructions.py"}
+    assert "arithmetic.py" not in rel("self_instruct")
+
+
+@pytest.mark.unit
+def test_decoding_settings_map_to_transformers_options() -> None:
+    from bench.generate import decoding_options
+    from bench.methods import ConfigError
+    from bench.metrics.settings import DecodingSettings, parse
+
+    assert decoding_options(None) == decoding_options(DecodingSettings())  # greedy
+    assert decoding_options(None)["do_sample"] is False
+    pen = decoding_options(DecodingSettings(repetition_penalty=1.2, no_repeat_ngram_size=3))
+    assert (pen["repetition_penalty"], pen["no_repeat_ngram_size"]) == (1.2, 3)
+    smp = decoding_options(DecodingSettings(do_sample=True, temperature=0.7, top_p=0.9))
+    assert (smp["do_sample"], smp["temperature"], smp["top_p"], smp["top_k"]) == (True, 0.7, 0.9, 0)
+    for bad, key in (({"num_samples": 3}, "num_samples"), ({"top_p": 1.5}, "top_p"),
+                     ({"repetition_penalty": 0}, "repetition_penalty")):  # fmt: skip
+        with pytest.raises(ConfigError, match=f"eval.decoding.{key}"):
+            parse({"decoding": bad})
+
+
+def _bigrams(s: str) -> list[str]:
+    return [s[i : i + 2] for i in range(len(s) - 1)]
+
+
+def test_other_decodings_evaluate_into_a_folder_without_retraining(tmp_path: Path) -> None:
+    """`--into` writes a copy per decoding from the kept state; the source record is untouched.
+    n-gram blocking holds (char tokenizer: a token is a character), sampling is seeded."""
+    cfg = tiny_cfg("lora", tmp_path, "state.keep=true", "task.max_new_tokens=12")
+    fresh = run_one(cfg)
+    assert fresh["status"] == "success", fresh.get("traceback")
+    src = (tmp_path / "test" / f"{fresh['run_id']}.json").read_bytes()
+    ngram = ["eval.decoding.name=ngram2", "eval.decoding.no_repeat_ngram_size=2"]
+    args = ["--sweep", "test", "--results-dir", str(tmp_path), "--into", "dec"]
+    for o in ("eval=off", "logger=none", *ngram):
+        args += ["--override", o]
+    with pytest.raises(SystemExit) as e:
+        reevaluate.main(args)
+    assert e.value.code == 0
+    assert (tmp_path / "test" / f"{fresh['run_id']}.json").read_bytes() == src
+    copy = json.loads((tmp_path / "dec" / f"{fresh['run_id']}--ngram2.json").read_text())
+    assert copy["label"] == "lora{ngram2}" and copy["train"] == fresh["train"]
+    preds = copy["quality"]["per_example"]["after"]["pred"]
+    assert all(len(set(_bigrams(p))) == len(_bigrams(p)) for p in preds)
+    greedy = fresh["quality"]["per_example"]["after"]["pred"]
+    assert any(len(set(_bigrams(p))) < len(_bigrams(p)) for p in greedy), "greedy repeats"
+
+    sample = ["eval.decoding.name=s", "eval.decoding.do_sample=true", "eval.decoding.num_samples=3"]
+    for _ in range(2):  # twice: the second finds its copy up to date
+        args = ["--sweep", "test", "--results-dir", str(tmp_path), "--into", "dec"]
+        for o in ("eval=off", "logger=none", *sample):
+            args += ["--override", o]
+        with pytest.raises(SystemExit):
+            reevaluate.main(args)
+    s = json.loads((tmp_path / "dec" / f"{fresh['run_id']}--s.json").read_text())
+    scores = s["quality"]["per_example"]["after"]["score"]
+    assert all(v in (0, 1 / 3, 2 / 3, 1) for v in scores)  # the mean of 3 samples' 0/1 scores

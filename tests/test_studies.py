@@ -53,6 +53,9 @@ STUDIES: dict[str, list[str]] = {
                      "freeze:all-first4", "freeze:all-first8", "freeze:mlp-2",
                      "freeze:self_attn-2", "freeze:all-2+emb"],
 }  # fmt: skip
+# Studies of training data or of the model's vocabulary rather than of a method's settings:
+# their own tests (tests/test_self_instruct.py, tests/test_vocab.py).
+DATA_STUDIES = {"study_self_instruct", "study_vocab"}
 # The default sweep's choice on SmolLM2-135M x arithmetic (seed 0, lowest validation loss).
 STUDY_LR = {"lora": 1e-3, "qlora": 1e-3, "prompt_tuning": 0.1, "ptuning_v1": 0.03,
             "prefix_tuning": 0.01, "ptuning_v2": 0.03, "freeze": 3e-4}  # fmt: skip
@@ -90,7 +93,8 @@ def study_jobs(name: str, results_dir: Path) -> list[Any]:
 def test_study_sweeps_compose_to_their_planned_runs(tmp_path: Path) -> None:
     from bench import results
 
-    assert sorted(STUDIES) == sorted(p.stem for p in (CONF / "sweep").glob("study_*.yaml"))
+    every = {p.stem for p in (CONF / "sweep").glob("study_*.yaml")}
+    assert sorted(STUDIES) == sorted(every - REMEDY_STUDIES - DATA_STUDIES)
     for name, labels in STUDIES.items():
         jobs = study_jobs(name, tmp_path)
         text = (CONF / "sweep" / f"{name}.yaml").read_text()
@@ -110,11 +114,37 @@ def test_study_sweeps_compose_to_their_planned_runs(tmp_path: Path) -> None:
             assert S.default_label(m) in labels, (name, m)
 
 
-def _grid_choice(method: str) -> tuple[float | None, int]:
-    """The rate the committed default sweep chose for `method` on smollm2-135m x arithmetic,
-    and how many seed-0 grid points it has."""
+# Issue 16's studies: remedies (streams, rates, steps) around several methods on both tasks.
+REMEDY_STUDIES = {"study_forgetting", "study_repetition"}
+TAG_LR = {"lr/3": 1 / 3, "lrx3": 3.0}
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", sorted(REMEDY_STUDIES))
+def test_remedy_sweeps_compose_to_their_planned_runs(name: str, tmp_path: Path) -> None:
+    from bench import results
+
+    jobs = study_jobs(name, tmp_path)
+    stated = re.search(r"^# runs: (\d+) ", (CONF / "sweep" / f"{name}.yaml").read_text(), re.M)
+    assert stated and int(stated.group(1)) == len(jobs), name
+    # every setting is its own report row, in 3 seeds; no two runs share an id
+    rows = Counter((c.raw["task"]["name"], results.run_label(c.raw)) for c in jobs)
+    assert set(rows.values()) == {3}, rows
+    assert len({results.run_id(c.raw) for c in jobs}) == len(jobs)
+    for c in jobs:
+        m, task = c.raw["method"]["name"], c.raw["task"]["name"]
+        chosen, n = _grid_choice(m, task)
+        if n < len(methods.defaults(m)["lr_grid"]):
+            pytest.skip(f"results/default lacks {m}'s grid on {task}")
+        want = chosen * TAG_LR.get(c.raw.get("tag") or "", 1.0)
+        assert c.lr == pytest.approx(want, rel=1e-3), (m, task, c.raw.get("tag"))
+
+
+def _grid_choice(method: str, task: str = "arithmetic") -> tuple[float | None, int]:
+    """The rate the committed default sweep chose for `method` on smollm2-135m x `task`, and
+    how many seed-0 grid points it has."""
     points = {}
-    for p in (ROOT / "results" / "default").glob(f"{method}__smollm2-135m__arithmetic__s0__*"):
+    for p in (ROOT / "results" / "default").glob(f"{method}__smollm2-135m__{task}__s0__*"):
         r = json.loads(p.read_text())
         val = (r.get("validation") or {}).get("loss_after")
         if r["status"] == "success" and val is not None:
@@ -466,3 +496,70 @@ def test_report_has_a_knob_section_only_for_studies(tmp_path: Path) -> None:
     plain += [study_record(methods.defaults("prompt_tuning"), s, VAR[s]) for s in (0, 1)]
     out = build_report(write_folder(tmp_path / "plain", plain), tmp_path / "plain_report")
     assert "Settings studies" not in (out / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- remedies (issue 16)
+
+
+def remedy_record(cfg: dict[str, Any], seed: int, after: list[int], forget: float,
+                  *, replay: float = 0.0, tag: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A SYNTHETIC record of a setting with a training stream / tag, and its forgetting."""
+    from bench import results
+
+    rec = study_record(cfg, seed, [float(x) for x in after])
+    data = {"replay_share": replay, "replay_source": "brown", "duplicate_share": 0.0,
+            "duplicate_pool": 16, "epochs": None}  # fmt: skip
+    rec["config"] |= {"data": data, "tag": tag}
+    rec["label"] = results.run_label(rec["config"])
+    rec["run_id"] = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{rec['label']}-s{seed}")
+    rec["forgetting"]["nll_bpb_delta"] = forget
+    return rec
+
+
+@pytest.mark.unit
+def test_front_moves_from_the_two_intervals() -> None:
+    from bench.report.sections.remedies import front_move
+    from bench.report.stats import mean_ci
+
+    less = mean_ci([-0.08, -0.09])  # t(0.975, 1) = 12.71: [-0.149, -0.021], below 0
+    flat = mean_ci([-0.05, 0.05])
+    assert less.high < 0 < flat.high and flat.low < 0
+    assert front_move((-0.01, 0.02), less) == (
+        "moves the front: less forgetting, no measurable change in quality"
+    )
+    assert (
+        front_move((-0.2, -0.1), less) == "moves along the front: less forgetting for lower quality"
+    )
+    assert front_move((0.1, 0.2), flat) == (
+        "moves the front: higher quality, no measurable change in forgetting"
+    )
+    assert front_move(None, flat) == "no measurable move"
+
+
+@pytest.mark.unit
+def test_remedies_pair_with_their_bare_setting_and_draw_a_front(tmp_path: Path) -> None:
+    """Replay leaves every answer as it was (Δ exact match 0) and lowers forgetting by 0.08 and
+    0.09 bits/byte on the two seeds: it moves the front. Full fine-tuning learns as much as LoRA
+    but forgets ~0.4 more, beyond both intervals."""
+    recs = [remedy_record(LORA, s, REF[s], f) for s, f in ((0, 0.10), (1, 0.12))]
+    recs += [remedy_record(LORA, s, REF[s], f, replay=0.3) for s, f in ((0, 0.02), (1, 0.03))]
+    full = methods.defaults("full")
+    recs += [remedy_record(full, s, REF[s], f) for s, f in ((0, 0.50), (1, 0.51))]
+    effects = [e for e in _effects(recs) if e.comparison.variant == "lora[replay=0.3]"]
+    (e,) = effects
+    assert e.comparison.reference == "lora"
+    assert e.comparison.knob == "lora: data.replay_share, data.replay_source"
+    assert e.quality is not None and e.quality.diff == pytest.approx(0.0)
+    out = build_report(write_folder(tmp_path / "rem", recs), tmp_path / "rem_report")
+    md = (out / "report.md").read_text()
+    assert "### Learning and forgetting: smollm2-135m × arith" in md
+    assert (
+        "- lora[replay=0.3] vs lora: Δ exact_match +0.000 [+0.000, +0.000]; Δ general "
+        "bits/byte -0.085 [-0.149, -0.021] (n=2 seeds): moves the front: less forgetting, "
+        "no measurable change in quality."
+    ) in md
+    assert (
+        "At equal quality gain (full +0.350 ± 0.635 vs lora +0.350 ± 0.635), full forgets "
+        "more than lora: general bits/byte +0.505 ± 0.064 vs +0.110 ± 0.127" in md
+    )
+    assert (out / "figures" / "front-smollm2-135m-arith.png").exists()

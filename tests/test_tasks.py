@@ -20,11 +20,26 @@ import pytest
 from omegaconf import OmegaConf
 
 from bench import data
-from bench.data import TaskData, arithmetic, elementary_math_qa, squad_shifts
+from bench.data import TaskData, arithmetic, elementary_math_qa, self_instruct, squad_shifts
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_YAMLS = sorted((ROOT / "conf" / "task").glob("*.yaml"))
 TASK_NAMES = [p.stem for p in TASK_YAMLS]
+
+
+def not_generated(name: str) -> str | None:
+    """Why a task's YAML cannot build here: task=self_instruct trains on a dataset that
+    `python -m bench.self_instruct` generates into the cache (tests/test_self_instruct.py builds
+    the task from a tiny generated one)."""
+    if name != "self_instruct":
+        return None
+    key = OmegaConf.load(ROOT / "conf" / "task" / f"{name}.yaml").dataset
+    if (self_instruct.datasets_root() / key / self_instruct.MANIFEST).exists():
+        return None
+    return f"dataset {key} is not generated here (python -m bench.self_instruct)"
+
+
+BUILDABLE = [n for n in TASK_NAMES if not not_generated(n)]
 
 
 def task_cfg(name: str, **overrides: Any) -> Any:
@@ -35,8 +50,14 @@ def task_cfg(name: str, **overrides: Any) -> Any:
 
 
 @cache
-def built(name: str) -> TaskData:
+def _built(name: str) -> TaskData:
     return data.build(task_cfg(name))
+
+
+def built(name: str) -> TaskData:
+    if why := not_generated(name):
+        pytest.skip(why)
+    return _built(name)
 
 
 def digest(task: TaskData) -> str:
@@ -78,7 +99,8 @@ def test_splits_have_configured_sizes_and_are_disjoint(name: str) -> None:
 
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_rebuild_gives_identical_splits(name: str) -> None:
-    assert digest(data.build(task_cfg(name))) == digest(built(name))
+    first = built(name)  # skips a task whose dataset is not generated here
+    assert digest(data.build(task_cfg(name))) == digest(first)
 
 
 def test_splits_identical_across_processes() -> None:
@@ -90,14 +112,14 @@ def test_splits_identical_across_processes() -> None:
         "sys.path.insert(0, 'tests')\n"
         "from test_tasks import digest\n"
         "print(json.dumps({n: digest(data.build(OmegaConf.load(f'conf/task/{n}.yaml')))"
-        f" for n in {TASK_NAMES!r}}}))\n"
+        f" for n in {BUILDABLE!r}}}))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     )
     other = json.loads(out.stdout.strip().splitlines()[-1])
-    assert other == {n: digest(built(n)) for n in TASK_NAMES}
+    assert other == {n: digest(built(n)) for n in BUILDABLE}
 
 
 def test_growing_train_keeps_test_and_validation() -> None:

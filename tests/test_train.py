@@ -32,6 +32,9 @@ def test_encode_masks_prompt_and_keeps_answer() -> None:
     assert (
         len(short.input_ids) == 8 and short.labels[-5:] == e.labels[-5:]
     )  # prompt cut, not answer
+    # room for the whole prompt but not for twice it: kept whole (it once kept only its last 3)
+    fits = encode(Example(prompt="reverse abc:", answer="cba"), tok, seq_len=20)
+    assert fits.input_ids == e.input_ids
 
 
 def test_collate_pads_right_and_ignores_padding() -> None:

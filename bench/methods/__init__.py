@@ -338,7 +338,9 @@ def load_and_apply(
     model, tok = load_base(model_cfg, method_cfg, device=device, precision=precision, dtype=dtype)
     if before_apply:
         before_apply(model)
-    tok_dir = str(models.model_dir(model_cfg)) if method.wants_tokenizer else None
+    # an expansion's folder tells a method which token rows are new (bench.vocab.added_ids)
+    wants = method.wants_tokenizer or bool(model_cfg.get("vocab"))
+    tok_dir = str(models.model_dir(model_cfg)) if wants else None
     model = method.apply(model, method_cfg, tok_dir)
     hold_frozen(model, precision)
     return model, tok, method

@@ -52,6 +52,9 @@ class LoraSettings(MethodConfig):
     target_modules: list[str] | Literal["all-linear"]
     init: Literal["kaiming", "gaussian"]
     rslora: bool
+    # with a vocabulary expansion: also train the new tokens' rows (peft trainable_token_indices;
+    # a tied output layer follows). Absent from lora.yaml, so existing run ids keep.
+    train_new_tokens: bool = False
 
 
 def check_targets(cfg: Mapping[str, Any], info: ModelInfo, key: str = "target_modules") -> None:

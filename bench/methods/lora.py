@@ -12,10 +12,21 @@ from bench.models import ModelInfo
 INITS = {"kaiming": True, "gaussian": "gaussian"}  # peft `init_lora_weights` values
 
 
-def lora_config(cfg: Mapping[str, Any]) -> Any:
+def lora_config(cfg: Mapping[str, Any], tokenizer_dir: str | None = None) -> Any:
     from peft import LoraConfig
 
+    from bench import vocab
+
+    tokens: list[int] | dict[str, list[int]] | None = None
+    if cfg.get("train_new_tokens"):
+        ids = vocab.added_ids(tokenizer_dir or "")
+        if not ids:
+            raise ValueError("method.train_new_tokens: the model has no vocabulary expansion")
+        # tied: the input embedding's adapter, which peft ties the output layer to
+        tokens = ids if vocab.manifest(tokenizer_dir or "")["tied"] else {
+            "embed_tokens": ids, "lm_head": ids}  # fmt: skip
     return LoraConfig(
+        trainable_token_indices=tokens,
         task_type="CAUSAL_LM",
         r=cfg["r"],
         lora_alpha=cfg["alpha"],
@@ -31,10 +42,16 @@ def check_lora(s: LoraSettings, cfg: Mapping[str, Any], info: ModelInfo) -> None
     require(s.alpha > 0, "method.alpha", f"must be > 0, got {s.alpha!r}")
     require(0.0 <= s.dropout < 1.0, "method.dropout", f"must be in [0, 1), got {s.dropout!r}")
     check_targets(cfg, info)
+    require(
+        not s.train_new_tokens or info.added_tokens > 0,
+        "method.train_new_tokens",
+        "true trains the rows of a vocabulary expansion; set vocab.k > 0, or false",
+    )
 
 
 LORA_LABELS = {"target_modules": "targets", "r": "r", "alpha": "alpha", "dropout": "dropout",
-               "init": "init", "rslora": "rslora"}  # fmt: skip
+               "init": "init", "rslora": "rslora",
+               "train_new_tokens": "new-tokens"}  # fmt: skip
 
 
 class LoRA(PeftMethod):
@@ -59,7 +76,7 @@ class LoRA(PeftMethod):
         return super().label_value(key, value)
 
     def peft_config(self, cfg: Mapping[str, Any], tokenizer_dir: str | None) -> Any:
-        return lora_config(cfg)
+        return lora_config(cfg, tokenizer_dir)
 
 
 register(LoRA())

@@ -47,13 +47,17 @@ def _repetition(model: Any, tok: Any, s: EvalSettings) -> dict[str, Any]:
         [prefix_token_id(tok), *tok(t, add_special_tokens=False)["input_ids"][: r.prefix_tokens]]
         for t in heldout_texts(r.n_prefixes, part="prefix")
     ]
+    d = s.decoding  # greedy by default; a sampled setting continues each prompt k times
+    k = d.num_samples if d.do_sample else 1
     conts = continue_ids(
         model,
         tok,
-        prompts,
+        [p for p in prompts for _ in range(k)],
         max_new_tokens=r.max_new_tokens,
         batch_size=s.batch_size,
         min_new_tokens=r.max_new_tokens if r.suppress_eos else 0,
+        decoding=d,
+        seed=s.seed,
     )
     out = rep.sequence_level(conts, tail=r.loop_tail, max_period=r.loop_max_period)
     tf = score_passages(

@@ -72,6 +72,19 @@ class InferenceSettings:
 
 
 @dataclass(frozen=True)
+class DecodingSettings:
+    """How test answers and repetition continuations are decoded: transformers' own options."""
+
+    name: str = "greedy"  # the setting's name in labels (`lora{penalty}`) and reports
+    repetition_penalty: float = 1.0  # RepetitionPenaltyLogitsProcessor; 1.0 is off
+    no_repeat_ngram_size: int = 0  # NoRepeatNGramLogitsProcessor; 0 is off
+    do_sample: bool = False
+    temperature: float = 1.0  # sampling only
+    top_p: float = 1.0  # sampling only
+    num_samples: int = 1  # continuations per prompt (sampling only); scores averaged per prompt
+
+
+@dataclass(frozen=True)
 class EvalSettings:
     enabled: bool = True
     batch_size: int = 50
@@ -81,6 +94,7 @@ class EvalSettings:
     repetition: RepetitionSettings = field(default_factory=RepetitionSettings)
     hallucination: HallucinationSettings = field(default_factory=HallucinationSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    decoding: DecodingSettings = field(default_factory=DecodingSettings)
 
 
 _SECTIONS: dict[str, type] = {
@@ -89,9 +103,11 @@ _SECTIONS: dict[str, type] = {
     "repetition": RepetitionSettings,
     "hallucination": HallucinationSettings,
     "inference": InferenceSettings,
+    "decoding": DecodingSettings,
 }
 # Keys that may be 0 (everything else that is an int must be >= 1); seed may be anything.
-_MAY_BE_ZERO = {"n_capitals", "n_elements", "n_known_unknowns", "n_invented", "warmup"}
+_MAY_BE_ZERO = {"n_capitals", "n_elements", "n_known_unknowns", "n_invented", "warmup",
+                "no_repeat_ngram_size"}  # fmt: skip
 
 
 def _plain(cfg: Any) -> Any:
@@ -123,6 +139,10 @@ def _check(where: str, name: str, value: Any, default: Any) -> Any:
         if name != "seed" and value < (0 if name in _MAY_BE_ZERO else 1):
             raise ConfigError(f"{key}={value!r} must be >= {0 if name in _MAY_BE_ZERO else 1}")
         return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}={value!r} must be a number")
+        return float(value)
     return value
 
 
@@ -167,7 +187,28 @@ def parse(cfg: Mapping[str, Any] | EvalSettings | None) -> EvalSettings:
             f"(a loop needs two copies of its span): {s.repetition.loop_max_period} vs "
             f"{s.repetition.loop_tail}"
         )
+    _check_decoding(s.decoding)
     return s
+
+
+def _check_decoding(d: DecodingSettings) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.=-]+", d.name):
+        raise ConfigError(f"eval.decoding.name={d.name!r}: letters, digits and _.=- only")
+    for key, v, ok in (
+        ("repetition_penalty", d.repetition_penalty, d.repetition_penalty > 0),
+        ("temperature", d.temperature, d.temperature > 0),
+        ("top_p", d.top_p, 0 < d.top_p <= 1),
+    ):
+        if not ok:
+            rng = "in (0, 1]" if key == "top_p" else "> 0"
+            raise ConfigError(f"eval.decoding.{key}={v!r} must be {rng}")
+    if d.num_samples > 1 and not d.do_sample:
+        raise ConfigError(
+            f"eval.decoding.num_samples={d.num_samples} needs do_sample=true "
+            "(greedy decoding gives one continuation)"
+        )
 
 
 def as_dict(s: EvalSettings) -> dict[str, Any]:

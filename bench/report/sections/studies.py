@@ -33,6 +33,7 @@ from bench.report.frame import slug
 from bench.report.prepare import Data, cell_of, first, stat_of
 from bench.report.render import anchor
 from bench.report.sections.leaderboards import PerLabel, cell_view
+from bench.report.sections.remedies import fronts, is_remedy, remedy_comparisons
 from bench.report.sections.selection import lr_of
 from bench.report.sections.significance import ALPHA
 from bench.report.stats import Paired, Stat, paired, proportion_ci
@@ -109,7 +110,8 @@ def has_variants(d: Data) -> bool:
 
 def comparisons(ok: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
     """Every setting of a cell against its reference, and notes on what could not be compared."""
-    by_method = _labels_of(ok)
+    # remedies (a stream, tag or decoding on a setting's label) pair with that bare setting
+    by_method = {m: [k for k in ks if not is_remedy(k)] for m, ks in _labels_of(ok).items()}
     cfgs = {k: _config(ok[ok["label"] == k]) for ks in by_method.values() for k in ks}
     out: list[Comparison] = []
     notes: list[str] = []
@@ -136,7 +138,7 @@ def comparisons(ok: pd.DataFrame) -> tuple[list[Comparison], list[str]]:
         parent = _method(m.variant_of) if m.variant_of else None
         if parent is not None and parent.name in by_method:
             out += _variant_pairs(m, parent, by_method[parent.name], labels, cfgs)
-    return out, notes
+    return out + remedy_comparisons(ok), notes
 
 
 def _variant_pairs(
@@ -384,6 +386,7 @@ def knob_sections(d: Data) -> list[Section]:
         "model beyond its 95% Wilson interval, else on answer bits per byte (lower is better).",
     ])  # fmt: skip
     out = [intro]
+    by_cell: dict[tuple[str, str], list[Effect]] = {}
     for model, task in d.cells:
         ok = cell_of(d.ok, model, task)
         if ok.empty:
@@ -400,6 +403,7 @@ def knob_sections(d: Data) -> list[Section]:
         for c in found:
             knobs.setdefault(c.knob, []).append(effect(c, ok, metric))
         out += [_knob(d, model, task, knob, effects) for knob, effects in knobs.items()]
+        by_cell[model, task] = [e for effects in knobs.values() for e in effects]
     if len(out) == 1:
         intro.blocks.append(Note("No fully evaluated runs of two settings of one method yet."))
-    return out
+    return out + fronts(d, by_cell)

@@ -304,6 +304,16 @@ def limitations(d: Data) -> Section:
         )
         items.append(f"One small training budget ({span} steps): rankings at a larger budget "
                      "may differ.")  # fmt: skip
+    from bench.results import TRAIN_VERSION
+
+    old = [c for c in d.ok.get("config", pd.Series(dtype=object))
+           if isinstance(c, dict) and (c.get("train_version") or 1) < TRAIN_VERSION]  # fmt: skip
+    if old:
+        items.insert(0, f"{len(old)} of {len(d.ok)} runs were trained by training code version "
+                     f"1, which cut every prompt that fit in seq_len to its last seq_len − "
+                     "len(answer) − len(prompt) tokens for training and validation (test "
+                     "generation saw whole prompts): their numbers are not comparable with "
+                     f"version {TRAIN_VERSION} runs, and are superseded by them.")  # fmt: skip
     dirty = int((d.df.get("env.git_dirty") == True).sum())  # noqa: E712 (nullable boolean)
     if dirty:
         items.append(f"{dirty} run(s) came from a working tree with uncommitted changes.")
