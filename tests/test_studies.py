@@ -135,7 +135,7 @@ def test_remedy_sweeps_compose_to_their_planned_runs(name: str, tmp_path: Path) 
         m, task = c.raw["method"]["name"], c.raw["task"]["name"]
         chosen, n = _grid_choice(m, task)
         if n < len(methods.defaults(m)["lr_grid"]):
-            pytest.skip(f"results/default lacks {m}'s grid on {task}")
+            pytest.skip(f"results/default_v1 lacks {m}'s grid on {task}")
         want = chosen * TAG_LR.get(c.raw.get("tag") or "", 1.0)
         assert c.lr == pytest.approx(want, rel=1e-3), (m, task, c.raw.get("tag"))
 
@@ -144,7 +144,7 @@ def _grid_choice(method: str, task: str = "arithmetic") -> tuple[float | None, i
     """The rate the committed default sweep chose for `method` on smollm2-135m x `task`, and
     how many seed-0 grid points it has."""
     points = {}
-    for p in (ROOT / "results" / "default").glob(f"{method}__smollm2-135m__{task}__s0__*"):
+    for p in (ROOT / "results" / "default_v1").glob(f"{method}__smollm2-135m__{task}__s0__*"):
         r = json.loads(p.read_text())
         val = (r.get("validation") or {}).get("loss_after")
         if r["status"] == "success" and val is not None:
@@ -159,7 +159,7 @@ def test_study_rates_are_the_default_sweeps_choice(method: str) -> None:
     best, n = _grid_choice(method)
     grid = methods.defaults(method)["lr_grid"]
     if n < len(grid):
-        pytest.skip(f"results/default holds {n} of {method}'s {len(grid)} seed-0 grid points")
+        pytest.skip(f"results/default_v1 holds {n} of {method}'s {len(grid)} seed-0 grid points")
     assert best == STUDY_LR[method]
 
 
