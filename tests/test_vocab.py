@@ -380,7 +380,7 @@ def test_study_vocab_estimate_uses_the_default_sweeps_rates() -> None:
     chosen (fully evaluated) full and LoRA runs, the mean of the two cells' pooled rates."""
     import re
 
-    folder = CONF.parent / "results" / "default_v1"  # the rates and choices the YAML headers state
+    folder = CONF.parent / "results" / "default_v1"  # the rates the YAML header states
     rates = {}
     for m in ("full", "lora"):
         cells = []
