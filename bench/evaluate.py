@@ -156,7 +156,8 @@ def evaluate_state(
         parts["general"] = general.get("timing")
     if text is not None:
         parts["text_s"] = t4 - t3
-    return {"quality": q, "val_loss": vl, "general": general, "text": text, "seconds": t4 - t0,
+    end = t4 if text is not None else t3  # the parts add up to the total
+    return {"quality": q, "val_loss": vl, "general": general, "text": text, "seconds": end - t0,
             "parts": parts}  # fmt: skip
 
 
