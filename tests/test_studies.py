@@ -581,3 +581,10 @@ def test_remedies_pair_with_their_bare_setting_and_draw_a_front(tmp_path: Path) 
         "more than lora: general bits/byte +0.505 ± 0.064 vs +0.110 ± 0.127" in md
     )
     assert (out / "figures" / "front-smollm2-135m-arith.png").exists()
+
+
+@pytest.mark.unit
+def test_remedy_and_vocabulary_labels_sort_and_note_as_their_method() -> None:
+    for label in ("lora[replay=0.1]", "lora@lr/3", "lora{penalty}", "lora+vocab5000"):
+        assert methods.rank(label)[0] == methods.rank("lora")[0] < 1000, label
+        assert methods.note(label) == methods.note("lora"), label

@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -270,8 +271,10 @@ def get(name: str) -> Method:
 
 
 def _base(label: str) -> Method | None:
+    """The method of a label: its name runs up to the first ':' (settings), '[' (stream),
+    '@' (tag), '{' (decoding) or '+' (vocabulary)."""
     _import_all()
-    return _REGISTRY.get(label.split(":", 1)[0])
+    return _REGISTRY.get(re.split(r"[:\[@{+]", label, maxsplit=1)[0])
 
 
 def rank(label: str) -> tuple[int, str]:
