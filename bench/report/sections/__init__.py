@@ -14,6 +14,7 @@ from bench.report.prepare import prepare
 from bench.report.sections.behaviour import hallucination, probes, repetition
 from bench.report.sections.eval_cost import eval_cost
 from bench.report.sections.leaderboards import leaderboards
+from bench.report.sections.per_char import has_text, per_char
 from bench.report.sections.provenance import provenance
 from bench.report.sections.runs import (
     failures,
@@ -38,6 +39,8 @@ def build_sections(
     sections = [summary(d), provenance(d, sweep=sweep, source=source), *boards, learned(d)]
     if has_variants(d):  # a settings study (conf/sweep/study_*.yaml): one section per knob
         sections += knob_sections(d)
+    if has_text(d):  # a task with held-out text of its own: tokenizers compared per character
+        sections += per_char(d)
     sections.append(scaling(d))
     sections += [repetition(d), hallucination(d), probes(d), eval_cost(d)]
     if len(d.candidates):

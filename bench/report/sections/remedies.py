@@ -1,6 +1,7 @@
 """Remedies as variants of a setting (issue 16): runs whose label adds a training stream
-(`lora[replay=0.1]`), a tag (`lora@lr/3`) or a decoding (`lora{penalty}`) to a setting's label
-are compared with the runs of that bare setting, and the learning-forgetting front draws them.
+(`lora[replay=0.1]`), a tag (`lora@lr/3`), a decoding (`lora{penalty}`) or a vocabulary
+expansion (`full+vocab5000`, issue 17) to a setting's label are compared with the runs of that
+bare setting, and the learning-forgetting front draws them.
 
 A remedy *moves a method along its front* when it trades task quality for forgetting (or back)
 beyond both intervals, and *moves the front* when it improves one without a measurable loss in
@@ -24,12 +25,13 @@ from bench.report.prepare import Data, cell_of
 from bench.report.render import anchor
 from bench.report.stats import Stat, mean_ci
 
-_SUFFIX = re.compile(r"[\[@{]")
+_SUFFIX = re.compile(r"[\[@{+]")
 FORGET = "d.nll_bpb_delta"
 
 
 def base_label(label: str) -> str:
-    """The setting a remedy label varies: 'lora:r=64[replay=0.1]@lr/3' -> 'lora:r=64'."""
+    """The setting a remedy label varies: 'lora:r=64[replay=0.1]@lr/3' -> 'lora:r=64',
+    'full+vocab5000' -> 'full' (a vocabulary expansion, bench/vocab.py)."""
     return _SUFFIX.split(label, 1)[0]
 
 
@@ -39,10 +41,11 @@ def is_remedy(label: str) -> bool:
 
 def run_keys(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """What a remedy changes besides the method's settings: the stream, rate, steps, decoding."""
-    from bench.stream import active
+    from bench import stream, vocab
 
     cfg = cfg if isinstance(cfg, Mapping) else {}
-    out: dict[str, Any] = {f"data.{k}": v for k, v in active(cfg.get("data")).items()}
+    out: dict[str, Any] = {f"data.{k}": v for k, v in stream.active(cfg.get("data")).items()}
+    out |= {f"vocab.{k}": v for k, v in vocab.active(cfg.get("vocab")).items() if k != "version"}
     out["lr"] = (cfg.get("train") or {}).get("lr")
     out["steps"] = (cfg.get("budget") or {}).get("steps")
     out["decoding"] = ((cfg.get("eval") or {}).get("decoding") or {}).get("name", "greedy")

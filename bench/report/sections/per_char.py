@@ -1,0 +1,167 @@
+"""Tokenizers compared per character (issue 17), for runs whose task has held-out text of its
+own (the record's `text` block: bench/metrics/per_char.py): each setting's bits and tokens per
+character, training and generation characters per second, the task metric and English
+forgetting; and per vocabulary expansion one generated sentence against the same method without
+it (and per initialisation against the default, the mean of the old pieces' rows).
+
+Quality is paired over test examples (the settings study's test); bits per character and English
+forgetting are paired over seeds (Student-t interval); speeds are ratios of means. Every sentence
+is computed from the records."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from bench.report.doc import DASH, Section, Table, stat
+from bench.report.prepare import Data, cell_of, first
+from bench.report.render import anchor
+from bench.report.sections.significance import ALPHA
+from bench.report.stats import Stat, mean_ci
+
+BITS = "text.{state}.sources.{src}.bits_per_char"
+TOKENS = "text.{state}.sources.{src}.tokens_per_char"
+GEN = "text.after.generation.chars_per_s"
+TRAIN = "train.chars_per_s"
+ENGLISH = "d.nll_bpb_delta"
+
+
+def sources(df: pd.DataFrame) -> list[str]:
+    pre, post = "text.after.sources.", ".bits_per_char"
+    return sorted({c[len(pre) : -len(post)] for c in df.columns
+                   if c.startswith(pre) and c.endswith(post)})  # fmt: skip
+
+
+def _measured(ok: pd.DataFrame) -> bool:
+    cols = [BITS.format(state="after", src=s) for s in sources(ok)]
+    return bool(cols) and not ok.empty and bool(ok[cols].notna().any().any())
+
+
+def has_text(d: Data) -> bool:
+    return _measured(d.ok)
+
+
+def _expansion(cfg: Any) -> dict[str, Any]:
+    from bench import vocab
+
+    return vocab.active(cfg.get("vocab")) if isinstance(cfg, Mapping) else {}
+
+
+def pairs(ok: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(reference, variant, what differs): each expansion against its method without one, each
+    non-default initialisation against the default one at the same size and source."""
+    cfgs = {str(k): g["config"].iloc[0] for k, g in ok.groupby("label")}
+    meth = {k: str(g["method"].iloc[0]) for k, g in ok.groupby("label")}
+    exp = {k: _expansion(c) for k, c in cfgs.items()}
+    out = []
+    for v, e in sorted(exp.items()):
+        if not e:
+            continue
+        plain = sorted(k for k in exp if not exp[k] and meth[k] == meth[v])
+        if plain:
+            out.append((plain[0], v, f"+{e['k']} tokens"))
+        if e.get("init", "mean") != "mean":
+            same = [k for k, f in exp.items() if f and meth[k] == meth[v] and f.get("init") ==
+                    "mean" and (f["k"], f.get("source")) == (e["k"], e.get("source"))]  # fmt: skip
+            if same:
+                out.append((sorted(same)[0], v, f"init {e['init']} vs mean"))
+    return out
+
+
+def _by_seed(ok: pd.DataFrame, label: str, column: str) -> pd.Series:
+    rows = ok[ok["label"] == label]
+    return rows.groupby("seed")[column].mean().dropna() if column in rows else pd.Series()
+
+
+def seed_diff(ok: pd.DataFrame, ref: str, var: str, column: str) -> Stat:
+    r, v = _by_seed(ok, ref, column), _by_seed(ok, var, column)
+    return mean_ci([v[s] - r[s] for s in sorted(set(r.index) & set(v.index))])
+
+
+def ratio(ok: pd.DataFrame, ref: str, var: str, column: str) -> float:
+    r, v = _by_seed(ok, ref, column), _by_seed(ok, var, column)
+    return float(v.mean() / r.mean()) if len(r) and len(v) and r.mean() > 0 else math.nan
+
+
+def _ival(s: Stat) -> str:
+    return f"{s.mean:+.3f} [{s.low:+.3f}, {s.high:+.3f}]" if s.n > 1 else f"{s.mean:+.3f}"
+
+
+def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, src: str) -> str:
+    from bench.report.sections.studies import Comparison, effect
+
+    e = effect(Comparison(what, ref, var, ()), ok, metric)
+    q = e.quality
+    qword = ("not distinguishable" if q is None or q.p >= ALPHA
+             else "better" if q.diff > 0 else "worse")  # fmt: skip
+    qtext = (f"Δ {metric} {q.diff:+.3f} [{q.low:+.3f}, {q.high:+.3f}], {qword} (p={q.p:.2g})"
+             if q else f"no paired {metric}")  # fmt: skip
+    bits = seed_diff(ok, ref, var, BITS.format(state="after", src=src))
+    eng = seed_diff(ok, ref, var, ENGLISH)
+    r_train, r_gen = ratio(ok, ref, var, TRAIN), ratio(ok, ref, var, GEN)
+    faster = [n for n, r in (("training", r_train), ("generation", r_gen)) if r > 1]
+    if qword == "worse":
+        word = "it costs task quality"
+    elif eng.n > 1 and eng.low > 0:
+        word = "it forgets more English"
+    elif faster:
+        word = (f"it pays at this scale: {' and '.join(faster)} faster per character, with no "
+                "measurable loss in task quality or English")  # fmt: skip
+    else:
+        word = "no measurable gain"
+    return (f"{var} vs {ref} ({what}): {qtext}; bits/char on {src} {_ival(bits)}; training "
+            f"characters/s ×{r_train:.2f}, generation ×{r_gen:.2f}; English general bits/byte "
+            f"{_ival(eng)} (n={max(bits.n, eng.n)} seeds): {word}.")  # fmt: skip
+
+
+def per_char(d: Data) -> list[Section]:
+    out = []
+    srcs = sources(d.ok)
+    for model, task in d.cells:
+        ok = cell_of(d.ok, model, task)
+        if not _measured(ok):
+            continue
+        metric = first(cell_of(d.df, model, task), "quality.metric") or "quality"
+        sec = Section(f"Per character: {model} × {task}", anchor(f"per char {model} {task}"))
+        sec.blocks.append(
+            "Tokenizers compared on characters, the unit every tokenizer of the same text shares: "
+            "bits per character on held-out text (total NLL / ln 2 / characters, never per "
+            "token), tokens per character, training and generation characters per second; the "
+            f"task metric ({metric}) and English forgetting (general-text bits per byte, after − "
+            "before). Mean ± 95% t-interval over seeds."
+        )
+        found = pairs(ok)
+        none = ["No expansion here has a run of its method without one."]
+        sec.blocks.append([sentence(ok, r, v, w, metric, srcs[0]) for r, v, w in found] or none)
+        cols = ["Setting", "n", metric]
+        for s in srcs:
+            cols += [f"tokens/char {s}", f"bits/char {s}", f"Δ bits/char {s}"]
+        cols += ["train chars/s", "gen chars/s", "Δ English bits/byte"]
+        rows, data = [], []
+        for label, g in sorted(ok.groupby("label"), key=lambda kv: str(kv[0])):
+            n = int(g["seed"].nunique())
+            row = [str(label), str(n), stat(mean_ci(g["quality.after"]), "num", n)]
+            rec: dict[str, Any] = {"setting": label, "n": n}
+            for s in srcs:
+                after, before = (g[BITS.format(state=t, src=s)] for t in ("after", "before"))
+                tpc = mean_ci(g[TOKENS.format(state="after", src=s)])
+                bits, delta = mean_ci(after), mean_ci(after - before)
+                row += [stat(tpc, "num", n), stat(bits, "num", n), stat(delta, "num", n)]
+                rec |= {f"tokens_per_char_{s}": tpc.mean, f"bits_per_char_{s}": bits.mean,
+                        f"bits_per_char_{s}_ci95": bits.half}  # fmt: skip
+            for key, column in (("train_chars_per_s", TRAIN), ("gen_chars_per_s", GEN),
+                                ("english_bpb_delta", ENGLISH)):  # fmt: skip
+                st = mean_ci(g[column]) if column in g else mean_ci([])
+                row.append(stat(st, "num" if key == "english_bpb_delta" else "sig", n))
+                rec[key] = st.mean
+            rows.append(row)
+            data.append(rec)
+        sec.blocks.append(Table(
+            f"per-char-{model}-{task}", f"Per-character measures on {model} × {task}: mean ± "
+            "95% t-interval over seeds.", cols, rows, pd.DataFrame(data),
+        ))  # fmt: skip
+        out.append(sec)
+    return out or [Section("Per character", "per-char", [DASH])]
