@@ -28,9 +28,14 @@ def test_every_combination_composes_and_validates() -> None:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
+    # every method with every model, and every method with every task: the checks that relate
+    # two groups are method x model (shapes) and method x task (sequence lengths); the full
+    # product (567 compositions) took 40 s
+    combos = {(m, mo, "tiny") for m, mo in itertools.product(METHODS, MODELS)}
+    combos |= {(m, "tiny-random", t) for m, t in itertools.product(METHODS, TASKS)}
     n = 0
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for m, mo, t in itertools.product(METHODS, MODELS, TASKS):
+        for m, mo, t in sorted(combos):
             c = hcompose(
                 config_name="config", overrides=[f"method={m}", f"model={mo}", f"task={t}"]
             )
@@ -38,7 +43,8 @@ def test_every_combination_composes_and_validates() -> None:
             assert (cfg["method"]["name"], cfg["model"]["name"], cfg["task"]["name"]) == (m, mo, t)
             validate(cfg)  # every model config declares its architecture: no weights needed
             n += 1
-    assert n == len(METHODS) * len(MODELS) * len(TASKS)
+    # (m, tiny-random, tiny) is in both sets, once
+    assert n == len(combos) == len(METHODS) * (len(MODELS) + len(TASKS) - 1)
 
 
 @pytest.mark.parametrize(
