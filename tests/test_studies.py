@@ -643,3 +643,12 @@ def test_expansion_verdict_per_character(tmp_path: Path) -> None:
                             for s, e in zip((0, 1), eng, strict=True)]  # fmt: skip
         out = build_report(write_folder(tmp_path / name, again), tmp_path / f"{name}_report")
         assert says in (out / "report.md").read_text(), name
+
+
+@pytest.mark.unit
+def test_a_plus_inside_a_setting_is_no_remedy() -> None:
+    from bench.report.sections.remedies import base_label, is_remedy
+
+    assert not is_remedy("lora:targets=q+k") and not is_remedy("freeze:all-2+emb")
+    assert base_label("lora:targets=q+k+vocab1000") == "lora:targets=q+k"
+    assert base_label("full+vocab5000:noise_init") == "full"

@@ -272,9 +272,9 @@ def get(name: str) -> Method:
 
 def _base(label: str) -> Method | None:
     """The method of a label: its name runs up to the first ':' (settings), '[' (stream),
-    '@' (tag), '{' (decoding) or '+' (vocabulary)."""
+    '@' (tag), '{' (decoding) or '+vocab' (vocabulary)."""
     _import_all()
-    return _REGISTRY.get(re.split(r"[:\[@{+]", label, maxsplit=1)[0])
+    return _REGISTRY.get(re.split(r"[:\[@{]|\+vocab", label, maxsplit=1)[0])
 
 
 def rank(label: str) -> tuple[int, str]:

@@ -25,7 +25,7 @@ from bench.report.prepare import Data, cell_of
 from bench.report.render import anchor
 from bench.report.stats import Stat, mean_ci
 
-_SUFFIX = re.compile(r"[\[@{+]")
+_SUFFIX = re.compile(r"[\[@{]|\+vocab")  # not a bare '+': `lora:targets=q+k` is one setting
 FORGET = "d.nll_bpb_delta"
 
 
