@@ -205,9 +205,9 @@ def plan(
         elif rec.get("evaluated") == "all":  # copies: only the points chosen on validation
             dst, copy, c2 = copy_into(p, rec, into, results_dir, c)
             if needs(copy, c2, "all"):
-                (Path(results_dir) / into).mkdir(parents=True, exist_ok=True)
                 rows.append((dst, copy, _with_scope(c2, "all")))
     if into is not None:
+        (Path(results_dir) / into).mkdir(parents=True, exist_ok=True)
         return [(p, rec, c, "all") for p, rec, c in rows]
     groups: dict[str, list[tuple]] = defaultdict(list)
     for row in rows:

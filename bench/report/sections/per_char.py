@@ -19,8 +19,9 @@ import pandas as pd
 from bench.report.doc import DASH, Section, Table, stat
 from bench.report.prepare import Data, cell_of, first
 from bench.report.render import anchor
+from bench.report.sections.remedies import by_seed, ival, seed_diff
 from bench.report.sections.significance import ALPHA
-from bench.report.stats import Stat, mean_ci
+from bench.report.stats import mean_ci
 
 BITS = "text.{state}.sources.{src}.bits_per_char"
 TOKENS = "text.{state}.sources.{src}.tokens_per_char"
@@ -71,23 +72,9 @@ def pairs(ok: pd.DataFrame) -> list[tuple[str, str, str]]:
     return out
 
 
-def _by_seed(ok: pd.DataFrame, label: str, column: str) -> pd.Series:
-    rows = ok[ok["label"] == label]
-    return rows.groupby("seed")[column].mean().dropna() if column in rows else pd.Series()
-
-
-def seed_diff(ok: pd.DataFrame, ref: str, var: str, column: str) -> Stat:
-    r, v = _by_seed(ok, ref, column), _by_seed(ok, var, column)
-    return mean_ci([v[s] - r[s] for s in sorted(set(r.index) & set(v.index))])
-
-
 def ratio(ok: pd.DataFrame, ref: str, var: str, column: str) -> float:
-    r, v = _by_seed(ok, ref, column), _by_seed(ok, var, column)
+    r, v = by_seed(ok, ref, column), by_seed(ok, var, column)
     return float(v.mean() / r.mean()) if len(r) and len(v) and r.mean() > 0 else math.nan
-
-
-def _ival(s: Stat) -> str:
-    return f"{s.mean:+.3f} [{s.low:+.3f}, {s.high:+.3f}]" if s.n > 1 else f"{s.mean:+.3f}"
 
 
 def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, src: str) -> str:
@@ -112,9 +99,9 @@ def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, src: 
                 "measurable loss in task quality or English")  # fmt: skip
     else:
         word = "no measurable gain"
-    return (f"{var} vs {ref} ({what}): {qtext}; bits/char on {src} {_ival(bits)}; training "
+    return (f"{var} vs {ref} ({what}): {qtext}; bits/char on {src} {ival(bits)}; training "
             f"characters/s ×{r_train:.2f}, generation ×{r_gen:.2f}; English general bits/byte "
-            f"{_ival(eng)} (n={max(bits.n, eng.n)} seeds): {word}.")  # fmt: skip
+            f"{ival(eng)} (n={max(bits.n, eng.n)} seeds): {word}.")  # fmt: skip
 
 
 def per_char(d: Data) -> list[Section]:

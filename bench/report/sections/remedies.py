@@ -71,12 +71,17 @@ def remedy_comparisons(ok: pd.DataFrame) -> list[Any]:
     return out
 
 
-def forgetting_diff(ok: pd.DataFrame, ref: str, var: str) -> tuple[Stat, list[int]]:
-    """var − ref in general-text bits per byte, paired by seed (same passages, same seed)."""
-    r = ok[ok["label"] == ref].groupby("seed")[FORGET].mean()
-    v = ok[ok["label"] == var].groupby("seed")[FORGET].mean()
-    seeds = sorted(set(r.dropna().index) & set(v.dropna().index))
-    return mean_ci([v[s] - r[s] for s in seeds]), [int(s) for s in seeds]
+def by_seed(ok: pd.DataFrame, label: str, column: str) -> pd.Series:
+    """A label's mean of `column` per seed (seeds where it is measured)."""
+    rows = ok[ok["label"] == label]
+    return rows.groupby("seed")[column].mean().dropna() if column in rows else pd.Series()
+
+
+def seed_diff(ok: pd.DataFrame, ref: str, var: str, column: str) -> Stat:
+    """var − ref in `column`, paired by seed (same seed, same held-out text), with its
+    t-interval over the seeds both have."""
+    r, v = by_seed(ok, ref, column), by_seed(ok, var, column)
+    return mean_ci([v[s] - r[s] for s in sorted(set(r.index) & set(v.index))])
 
 
 def _sign(lo: float, hi: float) -> int:
@@ -105,19 +110,19 @@ def front_move(dq: tuple[float, float] | None, df: Stat) -> str:
     return _MOVES[(_sign(*dq) if dq else 0, _sign(df.low, df.high))]
 
 
-def _ival(s: Stat) -> str:
+def ival(s: Stat) -> str:
     return f"{s.mean:+.3f} [{s.low:+.3f}, {s.high:+.3f}]" if s.n > 1 else f"{s.mean:+.3f}"
 
 
 def remedy_sentence(e: Any, ok: pd.DataFrame) -> str:
     c = e.comparison
-    df, seeds = forgetting_diff(ok, c.reference, c.variant)
+    df = seed_diff(ok, c.reference, c.variant, FORGET)
     q = e.quality if e.by_quality else None
     dq = (q.low, q.high) if q else None
     qtext = (f"Δ {e.metric} {q.diff:+.3f} [{q.low:+.3f}, {q.high:+.3f}]" if q
              else f"no {e.metric} signal beyond the base")  # fmt: skip
-    return (f"{c.variant} vs {c.reference}: {qtext}; Δ general bits/byte {_ival(df)} "
-            f"(n={len(seeds)} seeds): {front_move(dq, df)}.")  # fmt: skip
+    return (f"{c.variant} vs {c.reference}: {qtext}; Δ general bits/byte {ival(df)} "
+            f"(n={df.n} seeds): {front_move(dq, df)}.")  # fmt: skip
 
 
 def _point(rows: pd.DataFrame) -> tuple[Stat, Stat]:
