@@ -38,7 +38,8 @@ def build_sections(
     boards, leaderboard_csv = leaderboards(d)
     sections = [summary(d), provenance(d, sweep=sweep, source=source), *boards, learned(d)]
     if has_variants(d):  # a settings study (conf/sweep/study_*.yaml): one section per knob
-        sections += knob_sections(d)
+        opening, knobs = knob_sections(d)
+        sections = ([opening] if opening else []) + sections + knobs
     if has_text(d):  # a task with held-out text of its own: tokenizers compared per character
         sections += per_char(d)
     sections.append(scaling(d))

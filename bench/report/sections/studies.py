@@ -32,6 +32,7 @@ from bench.report.doc import DASH, Note, Section, Table, count, nbytes, num, sig
 from bench.report.frame import slug
 from bench.report.prepare import Data, cell_of, first, stat_of
 from bench.report.render import anchor
+from bench.report.sections.answers import answers
 from bench.report.sections.leaderboards import PerLabel, cell_view
 from bench.report.sections.remedies import fronts, is_remedy, remedy_comparisons
 from bench.report.sections.selection import lr_of
@@ -373,8 +374,9 @@ def _knob(d: Data, model: str, task: str, knob: str, effects: list[Effect]) -> S
     return sec
 
 
-def knob_sections(d: Data) -> list[Section]:
-    """The intro and one section per (cell, knob); shown only for sweeps with settings studies."""
+def knob_sections(d: Data) -> tuple[Section | None, list[Section]]:
+    """The intro and one section per (cell, knob); shown only for sweeps with settings studies.
+    With remedies among the settings, also the answers the report opens with (answers.py)."""
     intro = Section("Settings studies", "studies", [
         "Each knob's settings against the method's default setting (conf/method/<name>.yaml; "
         "its runs are labelled by the bare method name, freeze's default `freeze:all-2`), and "
@@ -406,4 +408,4 @@ def knob_sections(d: Data) -> list[Section]:
         by_cell[model, task] = [e for effects in knobs.values() for e in effects]
     if len(out) == 1:
         intro.blocks.append(Note("No fully evaluated runs of two settings of one method yet."))
-    return out + fronts(d, by_cell)
+    return answers(d, by_cell), out + fronts(d, by_cell)
