@@ -683,6 +683,9 @@ def test_expansion_verdict_per_character(tmp_path: Path) -> None:
     out = build_report(write_folder(tmp_path / "zh", recs), tmp_path / "zh_report")
     md = (out / "report.md").read_text()
     assert "## Per character: smollm2-135m × arith" in md
+    # the report opens with the verdict, before the summary
+    opening = md[md.index("## Answers") : md.index("## Summary")]
+    assert "- smollm2-135m × arith: full+vocab1000 vs full (+1000 tokens): Δ exact_match" in opening
     assert (
         "- full+vocab1000 vs full (+1000 tokens): Δ exact_match +0.000 [+0.000, +0.000], "
         "not distinguishable (p=1); bits/char on ci -1.050 [-1.685, -0.415]; training "

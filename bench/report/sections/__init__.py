@@ -11,10 +11,11 @@ import pandas as pd
 
 from bench.report.doc import Section, Table
 from bench.report.prepare import prepare
+from bench.report.sections.answers import answers
 from bench.report.sections.behaviour import hallucination, probes, repetition
 from bench.report.sections.eval_cost import eval_cost
 from bench.report.sections.leaderboards import leaderboards
-from bench.report.sections.per_char import has_text, per_char
+from bench.report.sections.per_char import has_text, per_char, verdicts
 from bench.report.sections.provenance import provenance
 from bench.report.sections.runs import (
     failures,
@@ -37,9 +38,10 @@ def build_sections(
     d = prepare(df)
     boards, leaderboard_csv = leaderboards(d)
     sections = [summary(d), provenance(d, sweep=sweep, source=source), *boards, learned(d)]
-    if has_variants(d):  # a settings study (conf/sweep/study_*.yaml): one section per knob
-        opening, knobs = knob_sections(d)
-        sections = ([opening] if opening else []) + sections + knobs
+    lead = verdicts(d) if has_text(d) else []  # a vocabulary study opens with its verdicts
+    # a settings study (conf/sweep/study_*.yaml): one section per knob
+    opening, knobs = knob_sections(d, lead) if has_variants(d) else (answers(d, {}, lead), [])
+    sections = ([opening] if opening else []) + sections + knobs
     if has_text(d):  # a task with held-out text of its own: tokenizers compared per character
         sections += per_char(d)
     sections.append(scaling(d))

@@ -78,15 +78,20 @@ def _list(names: Sequence[str]) -> str:
     return ", ".join(names) if names else "none"
 
 
-def answers(d: Data, effects: Mapping[tuple[str, str], list[Any]]) -> Section | None:
-    """The opening section of a sweep with remedies; None for a sweep without any."""
+def answers(
+    d: Data, effects: Mapping[tuple[str, str], list[Any]], lead: Sequence[str] = ()
+) -> Section | None:
+    """The opening section of a sweep with remedies, after the `lead` lines (a vocabulary
+    study's per-character verdicts, per_char.verdicts); None when there is nothing to say."""
     sec = Section("Answers", "answers", [
         "Generated from the numbers below. A remedy is a setting's label plus a training stream "
-        "([...]), a tag (@...) or a decoding ({...}), compared with that setting as it is. "
-        "Forgetting: general-text bits per byte, after − before, paired over seeds; quality "
-        "paired over test examples; 95% intervals. Repetition: seq-rep-4 of greedy or decoded "
-        "continuations of general text, paired over seeds.",
+        "([...]), a tag (@...), a decoding ({...}) or a vocabulary expansion (+vocabK), compared "
+        "with that setting as it is. Forgetting: general-text bits per byte, after − before, "
+        "paired over seeds; quality paired over test examples; 95% intervals. Repetition: "
+        "seq-rep-4 of greedy or decoded continuations of general text, paired over seeds.",
     ])  # fmt: skip
+    if lead:
+        sec.blocks.append(list(lead))
     for (model, task), found in effects.items():
         ok = cell_of(d.ok, model, task)
         found = [e for e in found if is_remedy(e.comparison.variant)]

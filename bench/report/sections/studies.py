@@ -374,9 +374,9 @@ def _knob(d: Data, model: str, task: str, knob: str, effects: list[Effect]) -> S
     return sec
 
 
-def knob_sections(d: Data) -> tuple[Section | None, list[Section]]:
+def knob_sections(d: Data, lead: Sequence[str] = ()) -> tuple[Section | None, list[Section]]:
     """The intro and one section per (cell, knob); shown only for sweeps with settings studies.
-    With remedies among the settings, also the answers the report opens with (answers.py)."""
+    Also the answers the report opens with (answers.py): `lead`, then the remedies'."""
     intro = Section("Settings studies", "studies", [
         "Each knob's settings against the method's default setting (conf/method/<name>.yaml; "
         "its runs are labelled by the bare method name, freeze's default `freeze:all-2`), and "
@@ -408,4 +408,4 @@ def knob_sections(d: Data) -> tuple[Section | None, list[Section]]:
         by_cell[model, task] = [e for effects in knobs.values() for e in effects]
     if len(out) == 1:
         intro.blocks.append(Note("No fully evaluated runs of two settings of one method yet."))
-    return answers(d, by_cell), out + fronts(d, by_cell)
+    return answers(d, by_cell, lead), out + fronts(d, by_cell)
