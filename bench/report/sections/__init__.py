@@ -25,6 +25,7 @@ from bench.report.sections.runs import (
 )
 from bench.report.sections.scaling import scaling
 from bench.report.sections.selection import selection
+from bench.report.sections.self_instruct import has_instruct, self_instruct_sections
 from bench.report.sections.studies import has_variants, knob_sections
 from bench.report.sections.summary import learned, limitations, summary
 
@@ -44,6 +45,8 @@ def build_sections(
     sections = ([opening] if opening else []) + sections + knobs
     if has_text(d):  # a task with held-out text of its own: tokenizers compared per character
         sections += per_char(d)
+    if has_instruct(d):  # Self-Instruct (issue 18): the data's yield, a verdict against human
+        sections += self_instruct_sections(d)
     sections.append(scaling(d))
     sections += [repetition(d), hallucination(d), probes(d), eval_cost(d)]
     if len(d.candidates):

@@ -81,11 +81,15 @@ def by_seed(ok: pd.DataFrame, label: str, column: str) -> pd.Series:
     return rows.groupby("seed")[column].mean().dropna() if column in rows else pd.Series()
 
 
+def seed_pairs(r: pd.Series, v: pd.Series) -> Stat:
+    """v − r, paired by seed (the index), with its t-interval over the seeds both have."""
+    return mean_ci([v[s] - r[s] for s in sorted(set(r.index) & set(v.index))])
+
+
 def seed_diff(ok: pd.DataFrame, ref: str, var: str, column: str) -> Stat:
     """var − ref in `column`, paired by seed (same seed, same held-out text), with its
     t-interval over the seeds both have."""
-    r, v = by_seed(ok, ref, column), by_seed(ok, var, column)
-    return mean_ci([v[s] - r[s] for s in sorted(set(r.index) & set(v.index))])
+    return seed_pairs(by_seed(ok, ref, column), by_seed(ok, var, column))
 
 
 def sign95(lo: float, hi: float) -> int:
