@@ -304,7 +304,7 @@ def test_study_rates_are_the_default_sweeps_squad_shifts_choice(method: str, lr:
     """The study's fixed rates: what the default sweep chose (seed 0, lowest validation loss
     over the method's grid) on squad_shifts, the cell with the same budget and sequence length."""
     points = {}
-    for p in (CONF.parent / "results" / "default_v1").glob(  # what the YAML headers state
+    for p in (CONF.parent / "results" / "default").glob(  # what the YAML headers state
         f"{method}__smollm2-135m__squad_shifts__s0__*"
     ):
         r = json.loads(p.read_text())

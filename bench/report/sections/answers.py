@@ -2,7 +2,8 @@
 same paired effects its later sections show.
 
 - Forgetting: which remedy moves its method along the learning-forgetting front and which moves
-  the front itself (remedies.front_move), and LoRA against full fine-tuning at equal gain.
+  the front itself (remedies.front_move), and each two methods (LoRA and full fine-tuning...)
+  against each other at equal quality gain.
 - Repetition: which training stream (duplicated examples, more epochs) makes the fine-tuned model
   repeat more, and what each decoding does to the repetition of the base and of the fine-tuned
   model, at what cost in task quality.
@@ -107,9 +108,8 @@ def answers(
         if moves:
             lines.append(f"{model} × {task}, forgetting: " + "; ".join(
                 f"{m}: {_list(v)}" for m, v in sorted(moves.items())) + ".")  # fmt: skip
-        names = sorted({str(m) for m in ok["method"]})
-        if "full" in names and "lora" in names and (s := equal_gain(ok, "lora", "full")):
-            lines.append(s)
+        names = sorted({str(m) for m in ok["method"]})  # e.g. LoRA vs full at equal gain
+        lines += [s for a in names for b in names if a < b and (s := equal_gain(ok, a, b))]
         rep = [r for e in found if (r := repetition_effect(e, ok))]
         if rep:
             by = {w: [t.split(" vs ")[0] for t, s in rep if s == k] for k, w in _REP_WORD.items()}

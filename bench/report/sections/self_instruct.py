@@ -21,10 +21,10 @@ import pandas as pd
 from bench import methods
 from bench.report.doc import DASH, Note, Section, Table, stat
 from bench.report.prepare import Data, cell_of, col
-from bench.report.sections.remedies import _sign, by_seed, ival, seed_pairs
+from bench.report.sections.remedies import by_seed, ival, seed_pairs, sign95
 from bench.report.sections.self_instruct_yield import SI, yield_section
 from bench.report.sections.significance import ALPHA
-from bench.report.sections.studies import SCORE, _by_seed, _interval, _pair
+from bench.report.sections.studies import SCORE, example_scores, interval, paired_over
 from bench.report.stats import Paired, Stat, mean_ci
 
 HUMAN = "natural_instructions"
@@ -52,7 +52,7 @@ def same_test(rows: pd.DataFrame) -> str | None:
     return "the evaluation settings differ" if len(evals) > 1 else None
 
 
-_WORD = {  # _sign of an interval -> words, per comparison
+_WORD = {  # sign95 of an interval -> words, per comparison
     "data": {1: "self-instruct data is better", -1: "human data is better"},
     "forget": {1: "self-instruct data forgets more", -1: "self-instruct data forgets less"},
     "rep": {1: "self-instruct data repeats more", -1: "self-instruct data repeats less"},
@@ -64,22 +64,22 @@ def word(kind: str, low: float, high: float, p: float | None = None) -> str:
     """The verdict from a 95% interval: a direction only when it excludes 0 and, for a paired
     test, p < ALPHA as in the other sections (with a handful of examples a degenerate bootstrap
     interval can exclude 0 while p is large)."""
-    sign = _sign(low, high) if p is None or p < ALPHA else 0
+    sign = sign95(low, high) if p is None or p < ALPHA else 0
     if sign == 0:
         return "not distinguishable" if kind != "base" else "not distinguishable from the base"
     return _WORD[kind][sign]
 
 
 def _vs_base(rows: pd.DataFrame) -> Paired | None:
-    after, before = _by_seed(rows, SCORE), _by_seed(rows, BEFORE)
-    return _pair(after, before, sorted(set(after) & set(before)))
+    after, before = example_scores(rows, SCORE), example_scores(rows, BEFORE)
+    return paired_over(after, before, sorted(set(after) & set(before)))
 
 
 def _side(p: Paired | Stat | None) -> str:
     if p is None or (isinstance(p, Stat) and p.n == 0):
         return "not measured"
     if isinstance(p, Paired):
-        return f"{_interval(p)} ({word('base', p.low, p.high, p.p)})"
+        return f"{interval(p)} ({word('base', p.low, p.high, p.p)})"
     return f"{ival(p)} ({word('base', p.low, p.high)})"
 
 
@@ -111,12 +111,12 @@ def method_verdict(d: Data, model: str, label: str, unpaired: str | None) -> tup
     if unpaired:
         quality = f"ROUGE-L not paired: {unpaired}"
     else:
-        qs, qh = _by_seed(si, SCORE), _by_seed(hu, SCORE)
+        qs, qh = example_scores(si, SCORE), example_scores(hu, SCORE)
         seeds = sorted(set(qs) & set(qh))
-        p = _pair(qs, qh, seeds)
+        p = paired_over(qs, qh, seeds)
         answer = word("data", p.low, p.high, p.p) if p else answer
         quality = (
-            f"self-instruct − human data Δ ROUGE-L {_interval(p)}, {answer} "
+            f"self-instruct − human data Δ ROUGE-L {interval(p)}, {answer} "
             f"(p={p.p:.2g}, n={len(seeds)} seeds × {p.n_examples} examples)"
             if p
             else "no per-example ROUGE-L on shared seeds, so no paired test"
@@ -156,7 +156,7 @@ def _table_rows(
             n = int(g["seed"].nunique())
             q, vb = mean_ci(g["quality.after"]), _vs_base(g) if len(g) else None
             f, r = mean_ci(g[FORGET]), mean_ci(g[REP])
-            rows.append([label, name, str(n), stat(q, "num", n), _interval(vb) if vb else DASH,
+            rows.append([label, name, str(n), stat(q, "num", n), interval(vb) if vb else DASH,
                          stat(f, "num", n), stat(r, "num", n), str(n_bad)])  # fmt: skip
             data.append({"method": label, "data": t, "task": t, "n": n, "rougeL": q.mean,
                          "rougeL_ci95": q.half, "vs_base": vb.diff if vb else math.nan,
