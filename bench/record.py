@@ -115,6 +115,12 @@ class TaskInfo(Block):
     n_train: int
     n_validation: int
     n_test: int
+    # sha256 of the test split's prompts and references: runs of two tasks pair over test
+    # examples only when theirs agree (self_instruct vs natural_instructions)
+    test_sha256: str | None = None
+    # a generated training set (self_instruct): its manifest's key, hash, counts and the
+    # diversity statistics, so that a report reads them from the records alone
+    dataset: dict[str, Any] | None = None
 
 
 class ModelInfo(Block):

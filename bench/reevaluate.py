@@ -83,6 +83,7 @@ def reevaluate_one(path: Path, rec: dict[str, Any], c: Checked) -> dict[str, Any
     import torch
 
     from bench import data, evaluate, measure, methods, record, results, state
+    from bench.run import task_block
 
     f = _state_file(path, rec)
     if f is None:
@@ -90,6 +91,8 @@ def reevaluate_one(path: Path, rec: dict[str, Any], c: Checked) -> dict[str, Any
     r = record.Record.model_validate(rec)
     method = methods.get(c.raw["method"]["name"])
     task = data.build(c.raw["task"])
+    # the task as evaluated now: a changed test split must not keep the old fingerprint
+    r.task_info = record.TaskInfo(**task_block(task))
     base, timing = evaluate.before(c, method, task, path.parent / ".cache")
     r.timing = record.Timing(**timing, reevaluated_at=results.now())
     torch.manual_seed(c.raw["seed"])  # parts a state does not hold are built as in the run

@@ -89,10 +89,21 @@ def _check_fits(task: Any, c: Any) -> None:
             )
 
 
+def split_sha256(examples: Any) -> str:
+    """A split's fingerprint: every prompt with all its references, in order."""
+    import hashlib
+    import json
+
+    rows = [[e.prompt, list(getattr(e, "references", None) or [e.answer])] for e in examples]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
 def task_block(task: Any) -> dict[str, Any]:
     splits = {f"n_{k}": len(v) for k, v in task.splits.items()}
+    dataset = task.info.get("dataset")  # a generated training set's summary, if the task has one
     return {"name": task.name, "metric": task.metric, "source": task.source,
-            "license": task.license, **splits}  # fmt: skip
+            "license": task.license, **splits, "test_sha256": split_sha256(task.splits["test"]),
+            "dataset": dataset if isinstance(dataset, dict) else None}  # fmt: skip
 
 
 def run_one(cfg_in: Any) -> dict[str, Any]:

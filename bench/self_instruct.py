@@ -330,6 +330,8 @@ def _write(
         "seed_tasks": list(seeds),
         "heldout_tasks": list(ni.subtask_split()[1]),
         "counts": run.counts(),
+        # every instruction the filters kept (not only those with a kept instance)
+        "diversity": store.diversity(run.pool.generated, run.seeds),
         "rounds": rounds,
         "target_reached": len(run.rows) >= run.s.n_examples,
         "seconds": round(seconds, 1),

@@ -224,6 +224,32 @@ def test_both_tasks_build_with_disjoint_splits_and_one_evaluation(
         data.build(task_cfg("self_instruct", dataset=a["key"], **{**small, "n_train": 999}))
 
 
+def test_records_carry_the_manifest_and_one_test_fingerprint(tiny_dataset: dict[str, Any]) -> None:
+    """What the report reads: the self_instruct task's record block holds the manifest's key,
+    hash and counts and the diversity of the seeds, the pool and the trained-on instructions;
+    both tasks' test splits have one fingerprint."""
+    from bench import data
+    from bench.run import task_block
+
+    (_, a), _ = tiny_dataset["runs"]
+    small = {"n_train": 4, "n_val": 20, "n_test": 30}
+    gen = task_block(data.build(task_cfg("self_instruct", dataset=a["key"], **small)))
+    human = task_block(data.build(task_cfg("natural_instructions", **small)))
+    assert gen["test_sha256"] == human["test_sha256"] and human["dataset"] is None
+    s = gen["dataset"]
+    assert (s["key"], s["sha256"], s["counts"]) == (a["key"], a["data"]["sha256"], a["counts"])
+    assert s["trained"] == 4 and s["rows"] == a["data"]["rows"] >= s["usable"] >= 4
+    div = s["diversity"]
+    assert div["pool"] == a["diversity"] and div["pool"]["n"] == a["counts"]["instructions"]["kept"]
+    assert div["train"]["n"] == 4 and div["seeds"]["n"] == len(a["seed_tasks"])
+    for d in div.values():
+        assert sum(d["rouge_vs_seeds"]["counts"]) == d["n"]
+    # the novelty filter held every kept instruction below its threshold against the seeds
+    assert sum(div["pool"]["rouge_vs_seeds"]["counts"][7:]) == 0
+    other = task_block(data.build(task_cfg("natural_instructions", **{**small, "n_test": 29})))
+    assert other["test_sha256"] != human["test_sha256"]
+
+
 @pytest.mark.unit
 def test_rouge_l_score_by_hand() -> None:
     # stemmed tokens: "the cat sat" vs "the cat sat on the mat": LCS 3, P = 1, R = 3/6,
@@ -278,7 +304,7 @@ def test_study_rates_are_the_default_sweeps_squad_shifts_choice(method: str, lr:
     """The study's fixed rates: what the default sweep chose (seed 0, lowest validation loss
     over the method's grid) on squad_shifts, the cell with the same budget and sequence length."""
     points = {}
-    for p in (CONF.parent / "results" / "default_v1").glob(  # what the YAML headers state
+    for p in (CONF.parent / "results" / "default").glob(  # what the YAML headers state
         f"{method}__smollm2-135m__squad_shifts__s0__*"
     ):
         r = json.loads(p.read_text())

@@ -57,7 +57,7 @@ STUDIES: dict[str, list[str]] = {
 # their own tests (tests/test_self_instruct.py, tests/test_vocab.py).
 DATA_STUDIES = {"study_self_instruct", "study_vocab"}
 # The default sweep's choice on SmolLM2-135M x arithmetic (seed 0, lowest validation loss).
-STUDY_LR = {"lora": 1e-3, "qlora": 1e-3, "prompt_tuning": 0.1, "ptuning_v1": 0.03,
+STUDY_LR = {"lora": 1e-3, "qlora": 1e-3, "prompt_tuning": 0.3, "ptuning_v1": 0.01,
             "prefix_tuning": 0.01, "ptuning_v2": 0.03, "freeze": 3e-4}  # fmt: skip
 
 
@@ -153,7 +153,7 @@ def test_remedy_sweeps_compose_to_their_planned_runs(name: str, tmp_path: Path) 
         m, task = c.raw["method"]["name"], c.raw["task"]["name"]
         chosen, n = _grid_choice(m, task)
         if n < len(methods.defaults(m)["lr_grid"]):
-            pytest.skip(f"results/default_v1 lacks {m}'s grid on {task}")
+            pytest.skip(f"results/default lacks {m}'s grid on {task}")
         want = chosen * TAG_LR.get(c.raw.get("tag") or "", 1.0)
         assert c.lr == pytest.approx(want, rel=1e-3), (m, task, c.raw.get("tag"))
 
@@ -162,7 +162,7 @@ def _grid_choice(method: str, task: str = "arithmetic") -> tuple[float | None, i
     """The rate the committed default sweep chose for `method` on smollm2-135m x `task`, and
     how many seed-0 grid points it has."""
     points = {}
-    for p in (ROOT / "results" / "default_v1").glob(f"{method}__smollm2-135m__{task}__s0__*"):
+    for p in (ROOT / "results" / "default").glob(f"{method}__smollm2-135m__{task}__s0__*"):
         r = json.loads(p.read_text())
         val = (r.get("validation") or {}).get("loss_after")
         if r["status"] == "success" and val is not None:
@@ -177,7 +177,7 @@ def test_study_rates_are_the_default_sweeps_choice(method: str) -> None:
     best, n = _grid_choice(method)
     grid = methods.defaults(method)["lr_grid"]
     if n < len(grid):
-        pytest.skip(f"results/default_v1 holds {n} of {method}'s {len(grid)} seed-0 grid points")
+        pytest.skip(f"results/default holds {n} of {method}'s {len(grid)} seed-0 grid points")
     assert best == STUDY_LR[method]
 
 
@@ -581,6 +581,67 @@ def test_remedies_pair_with_their_bare_setting_and_draw_a_front(tmp_path: Path) 
         "more than lora: general bits/byte +0.505 ± 0.064 vs +0.110 ± 0.127" in md
     )
     assert (out / "figures" / "front-smollm2-135m-arith.png").exists()
+    opening = md[md.index("## Answers") : md.index("## Summary")]  # what the report opens with
+    assert "- smollm2-135m × arith, forgetting: moves the front: lora[replay=0.3]." in opening
+    assert "At equal quality gain (full +0.350 ± 0.635 vs lora +0.350 ± 0.635)" in opening
+
+
+def repetition_record(seed: int, rep: float, loop: float, base: float, *, dup: float = 0.0,
+                      decoding: str = "greedy") -> dict[str, Any]:  # fmt: skip
+    """A SYNTHETIC LoRA record with a duplicated stream and/or a decoding, and its repetition:
+    seq-rep-4 and loop share of the fine-tuned model, seq-rep-4 of the base (same decoding)."""
+    from bench import results
+
+    rec = remedy_record(LORA, seed, REF[seed % 2], 0.05)
+    rec["config"]["data"]["duplicate_share"] = dup
+    rec["config"]["eval"] = {"decoding": {"name": decoding}}
+    rec["label"] = results.run_label(rec["config"])
+    rec["run_id"] = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{rec['label']}-s{seed}")
+    rec["repetition"] = {"before": {"seq_rep_4": base, "loop_share": 0.0},
+                         "after": {"seq_rep_4": rep, "loop_share": loop}}  # fmt: skip
+    return rec
+
+
+@pytest.mark.unit
+def test_repetition_study_opens_with_its_answers(tmp_path: Path) -> None:
+    """Duplicates raise seq-rep-4 by 0.20, 0.23, 0.21 (mean 0.2133, sd 0.01528, half-width
+    t(0.975, 2) x sd / sqrt(3) = 4.303 x 0.00882 = 0.0380: [+0.175, +0.251]): repeats more. The
+    penalty lowers it by 0.20, 0.19, 0.20 ([-0.211, -0.182]) and the base's by 0.25 on every
+    seed (one base model, a deterministic decoding: no interval). Duplicates + penalty are
+    paired with duplicates under greedy decoding, not with plain LoRA."""
+    recs = []
+    for s, (plain, dup, pen, dup_pen) in enumerate(
+        [(0.30, 0.50, 0.10, 0.45), (0.32, 0.55, 0.13, 0.40), (0.31, 0.52, 0.11, 0.60)]
+    ):
+        recs += [repetition_record(s, plain, 0.1, 0.40),
+                 repetition_record(s, dup, 0.3, 0.40, dup=0.5),
+                 repetition_record(s, pen, 0.0, 0.15, decoding="penalty"),
+                 repetition_record(s, dup_pen, 0.3, 0.15, dup=0.5, decoding="penalty")]  # fmt: skip
+    out = build_report(write_folder(tmp_path / "rep", recs), tmp_path / "rep_report")
+    md = (out / "report.md").read_text()
+    assert md.index("## Answers") < md.index("## Summary")  # the report opens with them
+    assert (
+        "- lora[dup=0.5x16] vs lora: fine-tuned seq-rep-4 Δ +0.213 [+0.175, +0.251], loop share "
+        "Δ +0.200 on all 3 seeds (n=3 seeds): repeats more; Δ exact_match +0.000 [+0.000, "
+        "+0.000], not distinguishable (p=1)."
+    ) in md
+    assert (
+        "- lora{penalty} vs lora: fine-tuned seq-rep-4 Δ -0.197 [-0.211, -0.182], loop share "
+        "Δ -0.100 on all 3 seeds (n=3 seeds): repeats less; the base model under the same "
+        "decoding: seq-rep-4 Δ -0.250 on all 3 seeds;"
+    ) in md
+    # -0.05, -0.15, +0.08 against duplicates under greedy decoding: the interval covers 0
+    assert "- lora[dup=0.5x16]{penalty} vs lora[dup=0.5x16]: fine-tuned seq-rep-4 Δ -0.040" in md
+    assert (
+        "repetition of the fine-tuned model: repeats more: lora[dup=0.5x16]; repeats less: "
+        "lora{penalty}; no measurable change in repetition: lora[dup=0.5x16]{penalty}."
+    ) in md
+    # the numbers change, the answer changes: duplicates that do not raise repetition
+    for r in recs:
+        if r["label"] == "lora[dup=0.5x16]":
+            r["repetition"]["after"]["seq_rep_4"] = 0.31 + 0.02 * (r["seed"] - 1)
+    md = build_report(write_folder(tmp_path / "rep2", recs), tmp_path / "r2") / "report.md"
+    assert "no measurable change in repetition: lora[dup=0.5x16]," in md.read_text()
 
 
 @pytest.mark.unit
@@ -625,6 +686,9 @@ def test_expansion_verdict_per_character(tmp_path: Path) -> None:
     out = build_report(write_folder(tmp_path / "zh", recs), tmp_path / "zh_report")
     md = (out / "report.md").read_text()
     assert "## Per character: smollm2-135m × arith" in md
+    # the report opens with the verdict, before the summary
+    opening = md[md.index("## Answers") : md.index("## Summary")]
+    assert "- smollm2-135m × arith: full+vocab1000 vs full (+1000 tokens): Δ exact_match" in opening
     assert (
         "- full+vocab1000 vs full (+1000 tokens): Δ exact_match +0.000 [+0.000, +0.000], "
         "not distinguishable (p=1); bits/char on ci -1.050 [-1.685, -0.415]; training "

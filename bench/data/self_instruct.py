@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
-from collections.abc import Mapping
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,81 @@ def read(key: str) -> tuple[list[dict[str, str]], dict[str, Any]]:
     return rows, manifest
 
 
+@cache
+def _scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    # the pipeline's novelty filter's scorer (bench/instruct.py Pool): the paper's, no stemming
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def diversity(texts: Sequence[str], seeds: Sequence[str], top: int = 5) -> dict[str, Any]:
+    """How varied a set of instructions is (Wang et al. 2022 sec. 3): distinct leading words
+    (imperatives lead with their verb), distinct-n (Li et al. 2016: unique n-grams / n-grams
+    over the set, rouge_score's tokens), and each instruction's highest ROUGE-L against a seed
+    instruction other than itself, as a histogram in tenths (bin k: [k/10, (k+1)/10), 1.0 in
+    the last) with its mean and median."""
+    from rouge_score import tokenize
+
+    toks = [tokenize.tokenize(t, None) for t in texts]
+    lead = Counter(t[0] for t in toks if t)
+    out: dict[str, Any] = {"n": len(texts), "distinct": len({_norm(t) for t in texts})}
+    out["leading_words"] = len(lead)
+    out["top_leading"] = [
+        [w, k] for w, k in sorted(lead.items(), key=lambda x: (-x[1], x[0]))[:top]
+    ]
+    for n in (1, 2):
+        grams = [tuple(t[i : i + n]) for t in toks for i in range(len(t) - n + 1)]
+        out[f"distinct_{n}"] = len(set(grams)) / len(grams) if grams else None
+    best = [
+        max((_scorer().score(s, t)["rougeL"].fmeasure for s in seeds if _norm(s) != _norm(t)),
+            default=0.0)
+        for t in texts
+    ]  # fmt: skip
+    counts = [0] * 10
+    for v in best:  # rounded first: 0.7 is 7/10, not a float a hair below it
+        counts[min(math.floor(round(v * 10, 9)), 9)] += 1
+    out["rouge_vs_seeds"] = {  # None, not NaN, for an empty set: records are strict JSON
+        "mean": statistics.fmean(best) if best else None,
+        "median": statistics.median(best) if best else None,
+        "counts": counts,
+    }
+    return out
+
+
+def summary(
+    key: str, manifest: Mapping[str, Any], train: Sequence[str], usable: int
+) -> dict[str, Any]:
+    """What a run's record carries of its generated dataset (task_info.dataset): the manifest's
+    identity and counts, and diversity of the seeds, the pool (computed at generation) and the
+    instructions trained on (computed here)."""
+    seeds = [ni.load_subtask(n).instruction for n in manifest["seed_tasks"]]
+    settings = manifest["generator"]["settings"]
+    return {
+        "key": key,
+        "version": manifest["version"],
+        "sha256": manifest["data"]["sha256"],
+        "generator": manifest["generator"]["model"]["name"],
+        "n_examples": settings["n_examples"],
+        "rouge_threshold": settings["filters"]["rouge_threshold"],
+        "rounds": manifest["rounds"],
+        "target_reached": manifest["target_reached"],
+        "counts": manifest["counts"],
+        "rows": manifest["data"]["rows"],
+        "usable": usable,  # rows within the task's length limits, distinct prompts
+        "trained": len(train),
+        "diversity": {
+            "seeds": diversity(seeds, seeds),
+            "pool": manifest.get("diversity"),  # None: generated before the manifest kept it
+            "train": diversity(train, seeds),
+        },
+    }
+
+
 @register("self_instruct")
 def build(cfg: Mapping[str, Any]) -> TaskData:
     rows, manifest = read(str(cfg["dataset"]))
@@ -69,10 +148,12 @@ def build(cfg: Mapping[str, Any]) -> TaskData:
     if leaked:  # the held-out evaluation would score the generator's own seeds
         raise ValueError(f"task.dataset={cfg['dataset']}: seeded with held-out subtasks {leaked}")
     items: dict[str, Example] = {}
+    instruction: dict[str, str] = {}
     for r in rows:  # the same template and length limits as the human-written examples
         prompt = cfg["template"].format(instruction=r["instruction"], input=r["input"])
-        if ni.fits(prompt, r["output"], cfg):
-            items.setdefault(prompt, Example(prompt, r["output"]))
+        if ni.fits(prompt, r["output"], cfg) and prompt not in items:
+            items[prompt] = Example(prompt, r["output"])
+            instruction[prompt] = r["instruction"]
     order = [items[k] for k in sorted(items)]
     random.Random(int(cfg["split_seed"])).shuffle(order)
     n_train = int(cfg["n_train"])
@@ -90,5 +171,13 @@ def build(cfg: Mapping[str, Any]) -> TaskData:
         f"{len(manifest['seed_tasks'])} seed subtasks of {ni.SOURCE}; data sha256 "
         f"{manifest['data']['sha256'][:16]}",
         license=f"machine-generated by {model} (see its model config); seeds: {ni.LICENSE}",
-        info={"available": len(order), "dataset": cfg["dataset"]},
+        info={
+            "available": len(order),
+            "dataset": summary(
+                str(cfg["dataset"]),
+                manifest,
+                [instruction[e.prompt] for e in order[:n_train]],
+                len(order),
+            ),
+        },
     )

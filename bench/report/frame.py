@@ -50,7 +50,8 @@ KNOWN: dict[str, str] = {
     "model_info.source": S, "model_info.notes": S,
     "task_info.name": S, "task_info.source": S, "task_info.license": S,
     "task_info.metric": S, "task_info.n_train": N, "task_info.n_validation": N,
-    "task_info.n_test": N, "model_info.kind": S,
+    "task_info.n_test": N, "task_info.test_sha256": S, "task_info.dataset": "object",
+    "model_info.kind": S,
     "timing.before_key": S,  # text even where no record has one (records from Record.dump)
 }  # fmt: skip
 OBJECT = [k for k, v in KNOWN.items() if v == "object"]  # kept whole, not flattened

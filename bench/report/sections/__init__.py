@@ -11,10 +11,11 @@ import pandas as pd
 
 from bench.report.doc import Section, Table
 from bench.report.prepare import prepare
+from bench.report.sections.answers import answers
 from bench.report.sections.behaviour import hallucination, probes, repetition
 from bench.report.sections.eval_cost import eval_cost
 from bench.report.sections.leaderboards import leaderboards
-from bench.report.sections.per_char import has_text, per_char
+from bench.report.sections.per_char import has_text, per_char, verdicts
 from bench.report.sections.provenance import provenance
 from bench.report.sections.runs import (
     failures,
@@ -24,6 +25,7 @@ from bench.report.sections.runs import (
 )
 from bench.report.sections.scaling import scaling
 from bench.report.sections.selection import selection
+from bench.report.sections.self_instruct import has_instruct, self_instruct_sections
 from bench.report.sections.studies import has_variants, knob_sections
 from bench.report.sections.summary import learned, limitations, summary
 
@@ -37,10 +39,14 @@ def build_sections(
     d = prepare(df)
     boards, leaderboard_csv = leaderboards(d)
     sections = [summary(d), provenance(d, sweep=sweep, source=source), *boards, learned(d)]
-    if has_variants(d):  # a settings study (conf/sweep/study_*.yaml): one section per knob
-        sections += knob_sections(d)
+    lead = verdicts(d) if has_text(d) else []  # a vocabulary study opens with its verdicts
+    # a settings study (conf/sweep/study_*.yaml): one section per knob
+    opening, knobs = knob_sections(d, lead) if has_variants(d) else (answers(d, {}, lead), [])
+    sections = ([opening] if opening else []) + sections + knobs
     if has_text(d):  # a task with held-out text of its own: tokenizers compared per character
         sections += per_char(d)
+    if has_instruct(d):  # Self-Instruct (issue 18): the data's yield, a verdict against human
+        sections += self_instruct_sections(d)
     sections.append(scaling(d))
     sections += [repetition(d), hallucination(d), probes(d), eval_cost(d)]
     if len(d.candidates):

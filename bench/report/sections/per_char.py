@@ -104,6 +104,18 @@ def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, src: 
             f"{ival(eng)} (n={max(bits.n, eng.n)} seeds): {word}.")  # fmt: skip
 
 
+def verdicts(d: Data) -> list[str]:
+    """Every cell's expansion sentences: what a vocabulary study's report opens with."""
+    srcs, out = sources(d.ok), []
+    for model, task in d.cells:
+        ok = cell_of(d.ok, model, task)
+        if _measured(ok):
+            metric = first(cell_of(d.df, model, task), "quality.metric") or "quality"
+            out += [f"{model} × {task}: " + sentence(ok, r, v, w, metric, srcs[0])
+                    for r, v, w in pairs(ok)]  # fmt: skip
+    return out
+
+
 def per_char(d: Data) -> list[Section]:
     out = []
     srcs = sources(d.ok)

@@ -26,6 +26,7 @@ from bench.report.render import anchor
 from bench.report.stats import Stat, mean_ci
 
 _SUFFIX = re.compile(r"[\[@{]|\+vocab")  # not a bare '+': `lora:targets=q+k` is one setting
+_DECODING = re.compile(r"\{[^}]*\}$")  # a decoding's suffix, always last (results.run_label)
 FORGET = "d.nll_bpb_delta"
 
 
@@ -60,7 +61,10 @@ def remedy_comparisons(ok: pd.DataFrame) -> list[Any]:
     cfgs = {k: ok[ok["label"] == k]["config"].iloc[0] for k in labels if "config" in ok}
     out = []
     for v in (x for x in labels if is_remedy(x)):
-        ref = base_label(v)
+        # a decoding is compared with greedy decoding of the same trained model where it ran
+        # here (`lora[dup=0.5]{penalty}` with `lora[dup=0.5]`), so the stream is not confounded
+        greedy = _DECODING.sub("", v)
+        ref = greedy if greedy != v and greedy in labels else base_label(v)
         if ref not in labels:
             continue
         a, b = run_keys(cfgs.get(ref)), run_keys(cfgs.get(v))
@@ -77,14 +81,18 @@ def by_seed(ok: pd.DataFrame, label: str, column: str) -> pd.Series:
     return rows.groupby("seed")[column].mean().dropna() if column in rows else pd.Series()
 
 
-def seed_diff(ok: pd.DataFrame, ref: str, var: str, column: str) -> Stat:
-    """var − ref in `column`, paired by seed (same seed, same held-out text), with its
-    t-interval over the seeds both have."""
-    r, v = by_seed(ok, ref, column), by_seed(ok, var, column)
+def seed_pairs(r: pd.Series, v: pd.Series) -> Stat:
+    """v − r, paired by seed (the index), with its t-interval over the seeds both have."""
     return mean_ci([v[s] - r[s] for s in sorted(set(r.index) & set(v.index))])
 
 
-def _sign(lo: float, hi: float) -> int:
+def seed_diff(ok: pd.DataFrame, ref: str, var: str, column: str) -> Stat:
+    """var − ref in `column`, paired by seed (same seed, same held-out text), with its
+    t-interval over the seeds both have."""
+    return seed_pairs(by_seed(ok, ref, column), by_seed(ok, var, column))
+
+
+def sign95(lo: float, hi: float) -> int:
     """+1 / -1 when a 95% interval excludes 0 on that side, 0 when it does not (or is unknown)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return 0
@@ -107,7 +115,7 @@ _MOVES = {  # (quality sign, forgetting sign): +1 / -1 beyond the 95% interval, 
 def front_move(dq: tuple[float, float] | None, df: Stat) -> str:
     """How a remedy moves on the learning-forgetting plane, from the two 95% intervals:
     quality (higher is better) and forgetting (lower is better)."""
-    return _MOVES[(_sign(*dq) if dq else 0, _sign(df.low, df.high))]
+    return _MOVES[(sign95(*dq) if dq else 0, sign95(df.low, df.high))]
 
 
 def ival(s: Stat) -> str:

@@ -32,6 +32,7 @@ from bench.report.doc import DASH, Note, Section, Table, count, nbytes, num, sig
 from bench.report.frame import slug
 from bench.report.prepare import Data, cell_of, first, stat_of
 from bench.report.render import anchor
+from bench.report.sections.answers import answers
 from bench.report.sections.leaderboards import PerLabel, cell_view
 from bench.report.sections.remedies import fronts, is_remedy, remedy_comparisons
 from bench.report.sections.selection import lr_of
@@ -171,7 +172,7 @@ def _variant_pairs(
 # ------------------------------------------------------------------------------ the numbers
 
 
-def _by_seed(rows: pd.DataFrame, column: str) -> dict[int, list[float]]:
+def example_scores(rows: pd.DataFrame, column: str) -> dict[int, list[float]]:
     if column not in rows:
         return {}
     return {int(s): [float(x) for x in v] for s, v in zip(rows["seed"], rows[column], strict=True)
@@ -183,7 +184,7 @@ def _bpb_terms(rows: pd.DataFrame) -> dict[int, list[float]]:
     the run's answer bits per byte (total bits / total bytes), so a paired mean difference of
     these is exactly the difference in answer bits per byte (both sides score the same answers,
     hence the same bytes)."""
-    bits, nbytes = _by_seed(rows, BITS), _by_seed(rows, BYTES)
+    bits, nbytes = example_scores(rows, BITS), example_scores(rows, BYTES)
     out = {}
     for s, b in bits.items():
         total = sum(nbytes.get(s, []))
@@ -192,7 +193,9 @@ def _bpb_terms(rows: pd.DataFrame) -> dict[int, list[float]]:
     return out
 
 
-def _pair(a: dict[int, list[float]], b: dict[int, list[float]], seeds: list[int]) -> Paired | None:
+def paired_over(
+    a: dict[int, list[float]], b: dict[int, list[float]], seeds: list[int]
+) -> Paired | None:
     if not seeds or any(len(a[s]) != len(b[s]) for s in seeds):
         return None  # a paired test needs the same examples
     if len({len(a[s]) for s in seeds}) != 1:
@@ -202,13 +205,13 @@ def _pair(a: dict[int, list[float]], b: dict[int, list[float]], seeds: list[int]
 
 def effect(c: Comparison, ok: pd.DataFrame, metric: str) -> Effect:
     ref, var = ok[ok["label"] == c.reference], ok[ok["label"] == c.variant]
-    qr, qv = _by_seed(ref, SCORE), _by_seed(var, SCORE)
+    qr, qv = example_scores(ref, SCORE), example_scores(var, SCORE)
     seeds = sorted(set(qr) & set(qv))
-    quality = _pair(qv, qr, seeds)
+    quality = paired_over(qv, qr, seeds)
     br, bv = _bpb_terms(ref), _bpb_terms(var)
     bseeds = [s for s in seeds if s in br and s in bv]
-    bpb = _pair(bv, br, bseeds) if bseeds == seeds else None
-    base = _by_seed(ref, "quality.per_example.before.score")
+    bpb = paired_over(bv, br, bseeds) if bseeds == seeds else None
+    base = example_scores(ref, "quality.per_example.before.score")
     high = math.nan
     if base:
         scores = next(iter(base.values()))
@@ -220,7 +223,7 @@ def effect(c: Comparison, ok: pd.DataFrame, metric: str) -> Effect:
     return Effect(c, metric, quality, bpb, tuple(seeds), n, high, signal)
 
 
-def _interval(p: Paired) -> str:
+def interval(p: Paired) -> str:
     return f"{p.diff:+.3f} [{p.low:+.3f}, {p.high:+.3f}]"
 
 
@@ -239,14 +242,14 @@ def verdict(e: Effect) -> str:
     if e.by_quality:
         q = e.quality
         assert q is not None
-        return (f"{head}: Δ {e.metric} {_interval(q)}, {_word(q, True)} "
+        return (f"{head}: Δ {e.metric} {interval(q)}, {_word(q, True)} "
                 f"(p={q.p:.2g}, {n}).")  # fmt: skip
     if e.bpb is not None:
         why = ("neither beats the base model's "
                f"{e.metric} beyond its 95% interval (upper end {num(e.base_high)})"
                if math.isfinite(e.base_high)
                else f"the base model's {e.metric} interval is unknown here")  # fmt: skip
-        return (f"{head}: {why}, so by answer bits per byte: Δ {_interval(e.bpb)}, "
+        return (f"{head}: {why}, so by answer bits per byte: Δ {interval(e.bpb)}, "
                 f"{_word(e.bpb, False)} (p={e.bpb.p:.2g}, {n}).")  # fmt: skip
     return f"{head}: no per-example scores on shared seeds in these records, so no paired test."
 
@@ -286,7 +289,7 @@ def _changed(c: Comparison) -> str:
 
 
 def _p(p: Paired | None) -> tuple[str, str]:
-    return (_interval(p), f"{p.p:.2g}") if p else (DASH, DASH)
+    return (interval(p), f"{p.p:.2g}") if p else (DASH, DASH)
 
 
 def _row(label: str, changed: str, per: PerLabel, storage: bool, e: Effect | None) -> list[str]:
@@ -373,8 +376,9 @@ def _knob(d: Data, model: str, task: str, knob: str, effects: list[Effect]) -> S
     return sec
 
 
-def knob_sections(d: Data) -> list[Section]:
-    """The intro and one section per (cell, knob); shown only for sweeps with settings studies."""
+def knob_sections(d: Data, lead: Sequence[str] = ()) -> tuple[Section | None, list[Section]]:
+    """The intro and one section per (cell, knob); shown only for sweeps with settings studies.
+    Also the answers the report opens with (answers.py): `lead`, then the remedies'."""
     intro = Section("Settings studies", "studies", [
         "Each knob's settings against the method's default setting (conf/method/<name>.yaml; "
         "its runs are labelled by the bare method name, freeze's default `freeze:all-2`), and "
@@ -406,4 +410,4 @@ def knob_sections(d: Data) -> list[Section]:
         by_cell[model, task] = [e for effects in knobs.values() for e in effects]
     if len(out) == 1:
         intro.blocks.append(Note("No fully evaluated runs of two settings of one method yet."))
-    return out + fronts(d, by_cell)
+    return answers(d, by_cell, lead), out + fronts(d, by_cell)
