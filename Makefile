@@ -17,7 +17,7 @@ DRILL_ARGS    ?=            # e.g. --results-dir /tmp/drill eval=off
 
 STAMP := .venv/.installed
 
-.PHONY: help setup test test-all lint format models sweep report decode bench drill clean-cache
+.PHONY: help setup test test-all lint format models sweep studies report decode bench drill clean-cache
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,13 @@ sweep: setup ## prepare only the sweep's models, run its phases (SWEEP=default|s
 	@# the report is written even when a cell failed; the sweep's exit status is kept
 	status=0; $(PY) -m bench.sweep run $(SWEEP) || status=$$?; \
 	$(PY) -m bench.report --sweep $(SWEEP) --logger $(strip $(LOGGER)) && exit $$status
+
+# issue 15's settings studies, in the order they answer the survey's claims (each <= 90 min)
+STUDIES ?= study_lora study_lora_rank study_qlora study_prompts_prefix study_prompts \
+  study_prompts_ptuning_v1 study_freeze
+
+studies: setup ## run the settings studies one after another (STUDIES=...), each resuming and reporting
+	@status=0; for s in $(STUDIES); do $(MAKE) --no-print-directory sweep SWEEP=$$s || status=1; done; exit $$status
 
 report: $(STAMP) ## write reports/$(SWEEP)/ from results/$(SWEEP)/
 	$(PY) -m bench.report --sweep $(SWEEP)
