@@ -25,10 +25,10 @@ from bench.report.sections.remedies import (
     equal_gain,
     front_move,
     is_remedy,
+    quality_text,
     seed_diff,
     sign95,
 )
-from bench.report.sections.significance import ALPHA
 from bench.report.stats import Stat
 
 REP = "seq_rep_4"  # 1 - unique 4-grams / 4-grams of a continuation: lower is better
@@ -48,14 +48,6 @@ def _ival(s: Stat) -> str:
     return f"{s.mean:+.3f} [{s.low:+.3f}, {s.high:+.3f}]" if s.n > 1 else f"{s.mean:+.3f}"
 
 
-def _quality(e: Any) -> str:
-    q = e.quality
-    if q is None:
-        return f"no paired {e.metric}"
-    word = "not distinguishable" if q.p >= ALPHA else "higher" if q.diff > 0 else "lower"
-    return f"Δ {e.metric} {q.diff:+.3f} [{q.low:+.3f}, {q.high:+.3f}], {word} (p={q.p:.2g})"
-
-
 def repetition_effect(e: Any, ok: pd.DataFrame) -> tuple[str, int] | None:
     """One sentence on what a remedy does to repetition, and the sign (+1 repeats more, -1
     less, 0 not measurably) of its effect on the fine-tuned model; None where the records
@@ -72,7 +64,7 @@ def repetition_effect(e: Any, ok: pd.DataFrame) -> tuple[str, int] | None:
         base = seed_diff(ok, c.reference, c.variant, f"repetition.before.{REP}")
         if base.n:
             text += f"; the base model under the same decoding: seq-rep-4 Δ {_ival(base)}"
-    return f"{text}; {_quality(e)}.", sign
+    return f"{text}; {quality_text(e.quality, e.metric)}.", sign
 
 
 def _list(names: Sequence[str]) -> str:

@@ -19,8 +19,7 @@ import pandas as pd
 from bench.report.doc import DASH, Section, Table, stat
 from bench.report.prepare import Data, cell_of, first
 from bench.report.render import anchor
-from bench.report.sections.remedies import by_seed, ival, seed_diff
-from bench.report.sections.significance import ALPHA
+from bench.report.sections.remedies import by_seed, ival, quality_text, quality_word, seed_diff
 from bench.report.stats import mean_ci
 
 BITS = "text.{state}.sources.{src}.bits_per_char"
@@ -82,10 +81,7 @@ def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, src: 
 
     e = effect(Comparison(what, ref, var, ()), ok, metric)
     q = e.quality
-    qword = ("not distinguishable" if q is None or q.p >= ALPHA
-             else "better" if q.diff > 0 else "worse")  # fmt: skip
-    qtext = (f"Δ {metric} {q.diff:+.3f} [{q.low:+.3f}, {q.high:+.3f}], {qword} (p={q.p:.2g})"
-             if q else f"no paired {metric}")  # fmt: skip
+    qword, qtext = quality_word(q), quality_text(q, metric)
     bits = seed_diff(ok, ref, var, BITS.format(state="after", src=src))
     eng = seed_diff(ok, ref, var, ENGLISH)
     r_train, r_gen = ratio(ok, ref, var, TRAIN), ratio(ok, ref, var, GEN)

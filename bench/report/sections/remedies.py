@@ -23,6 +23,7 @@ from bench.report import figures as F
 from bench.report.doc import Section
 from bench.report.prepare import Data, cell_of
 from bench.report.render import anchor
+from bench.report.sections.significance import ALPHA
 from bench.report.stats import Stat, mean_ci
 
 _SUFFIX = re.compile(r"[\[@{]|\+vocab")  # not a bare '+': `lora:targets=q+k` is one setting
@@ -116,6 +117,20 @@ def front_move(dq: tuple[float, float] | None, df: Stat) -> str:
     """How a remedy moves on the learning-forgetting plane, from the two 95% intervals:
     quality (higher is better) and forgetting (lower is better)."""
     return _MOVES[(sign95(*dq) if dq else 0, sign95(df.low, df.high))]
+
+
+def quality_word(q: Any) -> str:
+    """A paired task-metric difference (stats.Paired, or None) in a word, by its test."""
+    if q is None or q.p >= ALPHA:
+        return "not distinguishable"
+    return "better" if q.diff > 0 else "worse"
+
+
+def quality_text(q: Any, metric: str) -> str:
+    if q is None:
+        return f"no paired {metric}"
+    diff = f"{q.diff:+.3f} [{q.low:+.3f}, {q.high:+.3f}]"
+    return f"Δ {metric} {diff}, {quality_word(q)} (p={q.p:.2g})"
 
 
 def ival(s: Stat) -> str:
