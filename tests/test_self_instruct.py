@@ -290,12 +290,12 @@ def test_study_sweep_compares_the_data_sources_at_equal_size(tmp_path: Path) -> 
         (m, t): 3 for m in ("lora", "full") for t in ("self_instruct", "natural_instructions")
     }
     assert {c.raw["seed"] for c in jobs} == {0, 1, 2}
-    assert {c.raw["task"]["n_train"] for c in jobs} == {320}  # equal size
+    assert {c.raw["task"]["n_train"] for c in jobs} == {311}  # equal size: the pool generated
     assert {c.raw["model"]["name"] for c in jobs} == {"smollm2-135m"}
     assert {(c.raw["method"]["name"], c.lr) for c in jobs} == {("lora", 1e-3), ("full", 1e-4)}
     assert all(c.raw["eval_scope"] == "all" and c.raw["eval"]["enabled"] for c in jobs)
     assert len({results.run_id(c.raw) for c in jobs}) == 12
-    assert pipeline.check(pipeline_cfg())[1].n_examples == 320  # the pool the sweep trains on
+    assert pipeline.check(pipeline_cfg())[1].n_examples == 320  # the pool's target; max_rounds may end it short (311)
 
 
 @pytest.mark.unit
