@@ -25,6 +25,7 @@ from bench.report.sections.remedies import (
     equal_gain,
     front_move,
     is_remedy,
+    ival,
     quality_text,
     seed_diff,
     sign95,
@@ -45,7 +46,7 @@ def _ival(s: Stat) -> str:
     deterministic decoding) has no interval to show, and says so."""
     if s.n > 1 and s.sd <= 1e-9:  # rounding noise of equal differences
         return f"{s.mean:+.3f} on all {s.n} seeds"
-    return f"{s.mean:+.3f} [{s.low:+.3f}, {s.high:+.3f}]" if s.n > 1 else f"{s.mean:+.3f}"
+    return ival(s)
 
 
 def repetition_effect(e: Any, ok: pd.DataFrame) -> tuple[str, int] | None:

@@ -126,11 +126,14 @@ def quality_word(q: Any) -> str:
     return "better" if q.diff > 0 else "worse"
 
 
+def _paired(q: Any, metric: str) -> str:
+    return f"Δ {metric} {q.diff:+.3f} [{q.low:+.3f}, {q.high:+.3f}]"
+
+
 def quality_text(q: Any, metric: str) -> str:
     if q is None:
         return f"no paired {metric}"
-    diff = f"{q.diff:+.3f} [{q.low:+.3f}, {q.high:+.3f}]"
-    return f"Δ {metric} {diff}, {quality_word(q)} (p={q.p:.2g})"
+    return f"{_paired(q, metric)}, {quality_word(q)} (p={q.p:.2g})"
 
 
 def ival(s: Stat) -> str:
@@ -142,8 +145,7 @@ def remedy_sentence(e: Any, ok: pd.DataFrame) -> str:
     df = seed_diff(ok, c.reference, c.variant, FORGET)
     q = e.quality if e.by_quality else None
     dq = (q.low, q.high) if q else None
-    qtext = (f"Δ {e.metric} {q.diff:+.3f} [{q.low:+.3f}, {q.high:+.3f}]" if q
-             else f"no {e.metric} signal beyond the base")  # fmt: skip
+    qtext = _paired(q, e.metric) if q else f"no {e.metric} signal beyond the base"
     return (f"{c.variant} vs {c.reference}: {qtext}; Δ general bits/byte {ival(df)} "
             f"(n={df.n} seeds): {front_move(dq, df)}.")  # fmt: skip
 
