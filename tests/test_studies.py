@@ -89,11 +89,12 @@ def study_jobs(name: str, results_dir: Path, check_seed: int | None = None) -> l
             assert phase != "evaluate", name  # fixed rates: no grid to choose from
             # Hydra's multirun first composes with the phase's single-value overrides alone,
             # before the sweeper adds its params (e.g. method=...): they must compose by
-            # themselves, as a `method.key=value` on the default method may not.
-            fixed = OverridesParser.create().parse_overrides(list(phase))
-            hcompose(config_name="config", overrides=[f"+sweep={name}"] + [
-                o.input_line for o in fixed if not o.is_sweep_override()])  # fmt: skip
-            parsed = OverridesParser.create().parse_overrides(params + list(phase))
+            # themselves, as a `method.key=value` on the default method may not. With none,
+            # that composition is `base`'s.
+            overrides = OverridesParser.create().parse_overrides(list(phase))
+            if fixed := [o.input_line for o in overrides if not o.is_sweep_override()]:
+                hcompose(config_name="config", overrides=[f"+sweep={name}", *fixed])
+            parsed = OverridesParser.create().parse_overrides(params) + overrides
             for job in BasicSweeper.split_arguments(parsed, None)[0]:
                 job = [f"+sweep={name}", *job, f"results_dir={results_dir}"]
                 key = tuple(o for o in job if not o.startswith("seed="))
