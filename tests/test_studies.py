@@ -702,17 +702,23 @@ def test_expansion_verdict_per_character(tmp_path: Path) -> None:
         "not distinguishable (p=1); bits/char on ci -1.050 [-1.685, -0.415]; training "
         "characters/s ×1.60, generation ×1.50; English general bits/byte +0.000 [-0.127, "
         "+0.127] (n=2 seeds): it pays at this scale: training and generation faster per "
-        "character, with no measurable loss in task quality or English."
+        "character, with better bits/char on ci, English kept."
     ) in md
     rows = {r["setting"]: r for r in read_csv(out / "tables" / "per-char-smollm2-135m-arith.csv")}
     assert float(rows["full+vocab1000"]["tokens_per_char_ci"]) == pytest.approx(1.2)
     assert float(rows["full"]["bits_per_char_ci"]) == pytest.approx(5.1)
-    # the verdict follows the numbers: no faster, no gain; more English forgotten, says so
-    for name, (speed, eng), says in (("same", ((100, 10), (0.01, 0.02)), "no measurable gain."),
-                                     ("forgets", ((160, 15), (0.50, 0.52)),
-                                      "it forgets more English.")):  # fmt: skip
-        again = recs[:2] + [vocab_record(full, s, 1000, 4.0, speed, e)
-                            for s, e in zip((0, 1), eng, strict=True)]  # fmt: skip
+    # the verdict follows the numbers (bits/char after on the two seeds; ref 5.0, 5.2):
+    # the same bits and speed: no gain; more English forgotten: says so; bits/char +1.0, +1.1
+    # ([+0.415, +1.685]): a cost, even at 1.6x the speed
+    fast, slow = (160, 15), (100, 10)
+    for name, (bits, speed, eng), says in (
+        ("same", ((5.0, 5.2), slow, (0.01, 0.02)), "(n=2 seeds): no measurable gain."),
+        ("forgets", ((4.0, 4.1), fast, (0.50, 0.52)), "it forgets more English."),
+        ("costs", ((6.0, 6.3), fast, (0.01, 0.02)), "it costs quality per character (bits/char "
+         "on ci worse), though training and generation faster per character."),
+    ):  # fmt: skip
+        again = recs[:2] + [vocab_record(full, s, 1000, b, speed, e)
+                            for s, b, e in zip((0, 1), bits, eng, strict=True)]  # fmt: skip
         out = build_report(write_folder(tmp_path / name, again), tmp_path / f"{name}_report")
         assert says in (out / "report.md").read_text(), name
 

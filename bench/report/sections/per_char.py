@@ -19,8 +19,15 @@ import pandas as pd
 from bench.report.doc import DASH, Section, Table, stat
 from bench.report.prepare import Data, cell_of, first
 from bench.report.render import anchor
-from bench.report.sections.remedies import by_seed, ival, quality_text, quality_word, seed_diff
-from bench.report.stats import mean_ci
+from bench.report.sections.remedies import (
+    by_seed,
+    ival,
+    quality_text,
+    quality_word,
+    seed_diff,
+    sign95,
+)
+from bench.report.stats import Stat, mean_ci
 
 BITS = "text.{state}.sources.{src}.bits_per_char"
 TOKENS = "text.{state}.sources.{src}.tokens_per_char"
@@ -76,28 +83,46 @@ def ratio(ok: pd.DataFrame, ref: str, var: str, column: str) -> float:
     return float(v.mean() / r.mean()) if len(r) and len(v) and r.mean() > 0 else math.nan
 
 
-def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, src: str) -> str:
+def _verdict(qword: str, metric: str, bits: dict[str, Stat], eng: Stat, faster: list[str]) -> str:
+    """Quality per character is the task metric (paired over examples) and held-out bits per
+    character on each source (paired over seeds): any of them worse beyond its interval is a
+    cost, whatever speed is gained."""
+    signs = {f"bits/char on {s}": sign95(b.low, b.high) for s, b in bits.items()}
+    worse = [metric] * (qword == "worse") + [n for n, x in signs.items() if x > 0]
+    better = [metric] * (qword == "better") + [n for n, x in signs.items() if x < 0]
+    speed = f"{' and '.join(faster)} faster per character"
+    if worse:
+        though = f", though {speed}" if faster else ""
+        return f"it costs quality per character ({' and '.join(worse)} worse){though}"
+    if eng.n > 1 and eng.low > 0:
+        return "it forgets more English"
+    gains = f"better {' and '.join(better)}" if better else ""
+    if faster:
+        kept = f"{gains}, English kept" if gains else "no measurable loss in quality or English"
+        return f"it pays at this scale: {speed}, with {kept}"
+    return f"it is {gains} per character, with no speed gain" if gains else "no measurable gain"
+
+
+def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, srcs: list[str]) -> str:
     from bench.report.sections.studies import Comparison, effect
 
     e = effect(Comparison(what, ref, var, ()), ok, metric)
     q = e.quality
     qword, qtext = quality_word(q), quality_text(q, metric)
-    bits = seed_diff(ok, ref, var, BITS.format(state="after", src=src))
+    bits = {s: seed_diff(ok, ref, var, BITS.format(state="after", src=s)) for s in srcs}
     eng = seed_diff(ok, ref, var, ENGLISH)
     r_train, r_gen = ratio(ok, ref, var, TRAIN), ratio(ok, ref, var, GEN)
-    faster = [n for n, r in (("training", r_train), ("generation", r_gen)) if r > 1]
-    if qword == "worse":
-        word = "it costs task quality"
-    elif eng.n > 1 and eng.low > 0:
-        word = "it forgets more English"
-    elif faster:
-        word = (f"it pays at this scale: {' and '.join(faster)} faster per character, with no "
-                "measurable loss in task quality or English")  # fmt: skip
-    else:
-        word = "no measurable gain"
-    return (f"{var} vs {ref} ({what}): {qtext}; bits/char on {src} {ival(bits)}; training "
+    # faster only where the paired per-seed difference excludes 0: a ratio of 1.02 is noise
+    speed = {
+        n: seed_diff(ok, ref, var, col) for n, col in (("training", TRAIN), ("generation", GEN))
+    }
+    faster = [n for n, d in speed.items() if sign95(d.low, d.high) > 0]
+    word = _verdict(qword, metric, bits, eng, faster)
+    per_src = "; ".join(f"bits/char on {s} {ival(b)}" for s, b in bits.items())
+    n = max([eng.n, *(b.n for b in bits.values())])
+    return (f"{var} vs {ref} ({what}): {qtext}; {per_src}; training "
             f"characters/s ×{r_train:.2f}, generation ×{r_gen:.2f}; English general bits/byte "
-            f"{ival(eng)} (n={max(bits.n, eng.n)} seeds): {word}.")  # fmt: skip
+            f"{ival(eng)} (n={n} seeds): {word}.")  # fmt: skip
 
 
 def verdicts(d: Data) -> list[str]:
@@ -107,7 +132,7 @@ def verdicts(d: Data) -> list[str]:
         ok = cell_of(d.ok, model, task)
         if _measured(ok):
             metric = first(cell_of(d.df, model, task), "quality.metric") or "quality"
-            out += [f"{model} × {task}: " + sentence(ok, r, v, w, metric, srcs[0])
+            out += [f"{model} × {task}: " + sentence(ok, r, v, w, metric, srcs)
                     for r, v, w in pairs(ok)]  # fmt: skip
     return out
 
@@ -130,7 +155,7 @@ def per_char(d: Data) -> list[Section]:
         )
         found = pairs(ok)
         none = ["No expansion here has a run of its method without one."]
-        sec.blocks.append([sentence(ok, r, v, w, metric, srcs[0]) for r, v, w in found] or none)
+        sec.blocks.append([sentence(ok, r, v, w, metric, srcs) for r, v, w in found] or none)
         cols = ["Setting", "n", metric]
         for s in srcs:
             cols += [f"tokens/char {s}", f"bits/char {s}", f"Δ bits/char {s}"]
