@@ -83,23 +83,27 @@ def ratio(ok: pd.DataFrame, ref: str, var: str, column: str) -> float:
     return float(v.mean() / r.mean()) if len(r) and len(v) and r.mean() > 0 else math.nan
 
 
-def _verdict(qword: str, metric: str, bits: dict[str, Stat], eng: Stat, faster: list[str]) -> str:
+def _verdict(
+    qword: str, metric: str, bits: dict[str, Stat], eng: Stat, speed: dict[str, Stat]
+) -> str:
     """Quality per character is the task metric (paired over examples) and held-out bits per
     character on each source (paired over seeds): any of them worse beyond its interval is a
-    cost, whatever speed is gained."""
+    cost, whatever speed is gained. Every per-seed difference counts only where its 95%
+    interval excludes 0 (a speed ratio of 1.02 is noise)."""
     signs = {f"bits/char on {s}": sign95(b.low, b.high) for s, b in bits.items()}
+    faster = [n for n, d in speed.items() if sign95(d.low, d.high) > 0]
     worse = [metric] * (qword == "worse") + [n for n, x in signs.items() if x > 0]
     better = [metric] * (qword == "better") + [n for n, x in signs.items() if x < 0]
-    speed = f"{' and '.join(faster)} faster per character"
+    pace = f"{' and '.join(faster)} faster per character"
     if worse:
-        though = f", though {speed}" if faster else ""
+        though = f", though {pace}" if faster else ""
         return f"it costs quality per character ({' and '.join(worse)} worse){though}"
-    if eng.n > 1 and eng.low > 0:
+    if sign95(eng.low, eng.high) > 0:
         return "it forgets more English"
     gains = f"better {' and '.join(better)}" if better else ""
     if faster:
         kept = f"{gains}, English kept" if gains else "no measurable loss in quality or English"
-        return f"it pays at this scale: {speed}, with {kept}"
+        return f"it pays at this scale: {pace}, with {kept}"
     return f"it is {gains} per character, with no speed gain" if gains else "no measurable gain"
 
 
@@ -112,12 +116,10 @@ def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, srcs:
     bits = {s: seed_diff(ok, ref, var, BITS.format(state="after", src=s)) for s in srcs}
     eng = seed_diff(ok, ref, var, ENGLISH)
     r_train, r_gen = ratio(ok, ref, var, TRAIN), ratio(ok, ref, var, GEN)
-    # faster only where the paired per-seed difference excludes 0: a ratio of 1.02 is noise
     speed = {
         n: seed_diff(ok, ref, var, col) for n, col in (("training", TRAIN), ("generation", GEN))
     }
-    faster = [n for n, d in speed.items() if sign95(d.low, d.high) > 0]
-    word = _verdict(qword, metric, bits, eng, faster)
+    word = _verdict(qword, metric, bits, eng, speed)
     per_src = "; ".join(f"bits/char on {s} {ival(b)}" for s, b in bits.items())
     n = max([eng.n, *(b.n for b in bits.values())])
     return (f"{var} vs {ref} ({what}): {qtext}; {per_src}; training "
