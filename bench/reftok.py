@@ -33,6 +33,9 @@ QWEN: dict[str, tuple[str, str]] = {
 }
 
 
+LABELS = {"qwen": "Qwen 1-2.5", "qwen3.6": "Qwen 3.5-3.6"}  # what reports call them
+
+
 def _ranks(path: Path) -> dict[bytes, int]:
     out = {}
     for line in path.read_bytes().splitlines():

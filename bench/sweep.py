@@ -248,27 +248,65 @@ class OrderedSweeper(BasicSweeper):
         return plan(self.config, jobs, ctx and ctx.config_loader)
 
 
-def sweep_models(name: str) -> list[dict[str, Any]]:
-    """The model configs a named sweep's grid uses (its `model` choices, else the default)."""
+def sweep_configs(name: str, group: str) -> list[dict[str, Any]]:
+    """The `group` (model, task) configs a named sweep's grid uses (its choices, else the
+    default)."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
-        choices = str((cfg.hydra.sweeper.get("params") or {}).get("model") or cfg.model.name)
+        choices = str((cfg.hydra.sweeper.get("params") or {}).get(group) or cfg[group].name)
         out = []
         for m in choices.split(","):
-            c = compose(config_name="config", overrides=[f"+sweep={name}", f"model={m.strip()}"])
-            out.append(OmegaConf.to_container(c.model, resolve=True))
+            c = compose(config_name="config", overrides=[f"+sweep={name}", f"{group}={m.strip()}"])
+            out.append(OmegaConf.to_container(c[group], resolve=True))
     return out  # type: ignore[return-value]
 
 
+def sweep_folder(name: str) -> Path:
+    """Where a named sweep's records go: <results_dir>/<sweep_name>."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"+sweep={name}"])
+    return Path(str(cfg.results_dir)) / str(cfg.sweep_name)
+
+
+def write_references(name: str, folder: Path | None = None) -> list[Path]:
+    """Each task's reference measurements (bench.data.reference) into the sweep's results
+    folder (or `folder`), `reference/<task>.json`; rewritten only when what was measured
+    changes, so a rerun at a later commit leaves a committed file alone."""
+    from bench import data
+    from bench.results import environment, write_json_atomic
+
+    written, folder = [], folder or sweep_folder(name)
+    for task in sweep_configs(name, "task"):
+        ref = data.reference_of(task)
+        if ref is None:
+            continue
+        path = folder / "reference" / f"{task['name']}.json"
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}  # none yet, or unreadable: measured again
+        if not isinstance(old, dict) or {k: v for k, v in old.items() if k != "env"} != ref:
+            env = environment("cpu")
+            ref["env"] = {k: env[k] for k in ("git_sha", "git_dirty", "packages", "python")}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, ref)
+        written.append(path)
+    return written
+
+
 def prepare(name: str) -> None:
-    """Materialise (convert, or pretrain for ladder rungs) only the models of sweep `name`."""
+    """Materialise (convert, or pretrain for ladder rungs) only the models of sweep `name`, and
+    write its tasks' reference measurements."""
     from bench import models
 
-    for cfg in sweep_models(name):
+    for cfg in sweep_configs(name, "model"):
         print(f"[sweep] {name}: model {cfg['name']} -> {models.model_dir(cfg)}", flush=True)
+    for path in write_references(name):
+        print(f"[sweep] {name}: reference -> {path}", flush=True)
 
 
 def sweep_phases(name: str) -> tuple[list[Any], int, int | None]:

@@ -674,7 +674,9 @@ def vocab_record(cfg: dict[str, Any], seed: int, k: int, bits: float, speed: tup
     rec["label"] = results.run_label(rec["config"])
     rec["run_id"] = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{rec['label']}-s{seed}")
     src = {"ci": {"bits_per_char": bits, "tokens_per_char": 2.0 if k == 0 else 1.2}}
-    rec["text"] = {"before": {"sources": {"ci": {"bits_per_char": 6.0, "tokens_per_char": 2.0}}},
+    before = {"bits_per_char": 6.0, "tokens_per_char": 2.0 if k == 0 else 1.2, "n_chars": 300,
+              "n_passages": 5}  # fmt: skip
+    rec["text"] = {"before": {"sources": {"ci": before}},
                    "after": {"sources": src, "generation": {"chars_per_s": speed[1]}}}  # fmt: skip
     rec["train"] |= {"chars": 1000, "chars_per_s": speed[0]}
     rec["forgetting"]["nll_bpb_delta"] = english
@@ -721,6 +723,51 @@ def test_expansion_verdict_per_character(tmp_path: Path) -> None:
                             for s, b, e in zip((0, 1), bits, eng, strict=True)]  # fmt: skip
         out = build_report(write_folder(tmp_path / name, again), tmp_path / f"{name}_report")
         assert says in (out / "report.md").read_text(), name
+
+
+@pytest.mark.unit
+def test_reference_tokenizers_are_shown_only_on_the_runs_passages(tmp_path: Path) -> None:
+    """reference/<task>.json (bench.sweep.write_references) puts a Chinese-capable tokenizer
+    beside the runs' own: 2.0 and 1.2 tokens per character against 0.8 is 1.50x for the +1,000
+    expansion; its sources join the provenance (jieba only where a run segments words).
+    Measured on other passages (301 characters, the runs' 300): no comparison is made."""
+    full = methods.defaults("full")
+    recs = [vocab_record(full, s, k, 5.0, (100, 10), 0.01) for s in (0, 1) for k in (0, 1000)]
+    folder = write_folder(tmp_path / "zh", recs)
+    src = {"license": "GPL", "sha256": "211c5ddee59d0ae7", "use": "held-out text"}
+    ref = {"text": {"ci": {"n_passages": 5, "n_chars": 300}},
+           "tokenizers": [{"name": "qwen", "label": "Qwen 1-2.5", "vocabulary": 151643,
+                           "tokens_per_char": {"ci": 0.8}}],
+           "sources": [{"asset": "fortunes_zh", "source": "Debian fortunes-zh 2.98", **src},
+                       {"asset": "jieba", "source": "PyPI jieba 0.42.1", **src}],
+           "env": {"git_sha": "abcdef0123", "git_dirty": False}}  # fmt: skip
+    (folder / "reference").mkdir()
+    (folder / "reference" / "arith.json").write_text(json.dumps(ref))
+    md = (build_report(folder, tmp_path / "r") / "report.md").read_text()
+    opening = md[md.index("## Answers") : md.index("## Summary")]
+    assert (
+        "- smollm2-135m × arith: Tokens per character of the held-out ci passages: smollm2-135m "
+        "2.00; smollm2-135m +1,000 (chars) 1.20; reference Qwen 1-2.5 (vocabulary 151,643) "
+        "0.80. The finest expansion, smollm2-135m +1,000 (chars), still needs 1.50× as many "
+        "tokens per character as Qwen 1-2.5."
+    ) in opening
+    rows = read_csv(tmp_path / "r" / "tables" / "tokenizers-smollm2-135m-arith.csv")
+    assert [(r["tokenizer"], float(r["tokens_per_char_ci"])) for r in rows] == [
+        ("smollm2-135m", 2.0),
+        ("smollm2-135m +1,000 (chars)", 1.2),
+        ("Qwen 1-2.5 (reference)", 0.8),
+    ]
+    assert "reference measurements (reference/<task>.json: arith at git abcdef0)" in md
+    row = "| arith | Debian fortunes-zh 2.98 | GPL | 211c5ddee59d | held-out text |"
+    assert row in md and "PyPI jieba" not in md  # every run's candidates are characters
+    assert "Vocabulary expansions in these runs: 1,000 new tokens, candidates from " \
+        "vocab.source = chars, counted on the zh corpus's training split only." in md  # fmt: skip
+
+    ref["text"]["ci"]["n_chars"] = 301
+    (folder / "reference" / "arith.json").write_text(json.dumps(ref))
+    md = (build_report(folder, tmp_path / "r2") / "report.md").read_text()
+    assert "Tokens per character of the held-out" not in md and "(reference)" not in md
+    assert row in md  # the sources do not depend on the passages
 
 
 @pytest.mark.unit

@@ -172,3 +172,40 @@ def test_qwen_reference_reproduces_its_documented_ids() -> None:
     assert len(legacy) == 151643
     s = "上句：明月几时有\n下句： 把酒问青天。 Hello"
     assert legacy.decode(legacy(s, add_special_tokens=False)["input_ids"]) == s
+
+
+def test_poem_reference_is_measured_on_the_runs_passages(tmp_path: Any, monkeypatch: Any) -> None:
+    """The study's reference file: Qwen's tokenizers on exactly the held-out passages the runs
+    score (same characters per source), every registry source named with its sha256; written
+    once, and left alone by a rerun whose code version differs but whose measurements do not."""
+    from bench import results, sweep
+
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF / "task" / "poem_next_line.yaml"))
+    ref = data.reference_of(cfg)  # type: ignore[arg-type]
+    assert ref is not None and data.reference_of({"name": "arithmetic"}) is None
+    for s in zh.SOURCES:
+        passages = zh.heldout_passages(50, max_chars=64, source=s)
+        assert ref["text"][s] == {"n_passages": 50, "n_chars": sum(map(len, passages))}
+    # ... the very passages the committed study's records scored (else its report hides them)
+    rec = json.loads(next((CONF.parent / "results" / "study_vocab").glob("lora*.json")).read_text())
+    for s, got in rec["text"]["before"]["sources"].items():
+        assert {k: got[k] for k in ("n_passages", "n_chars")} == ref["text"][s]
+    assert {x["asset"] for x in ref["sources"]} == set(P.USES)
+    assert all(x["sha256"] == assets.ASSETS[x["asset"]].sha256 for x in ref["sources"])
+    qwen = {t["name"]: t for t in ref["tokenizers"]}
+    assert qwen["qwen"]["vocabulary"] == 151643
+    # a Chinese-capable BPE needs under one token per character of classical ci (SmolLM2: ~2)
+    assert 0.6 < qwen["qwen"]["tokens_per_char"]["songci"] < 1.1
+    assert 0.6 < qwen["qwen3.6"]["tokens_per_char"]["fortunes"] < 1.1
+
+    (path,) = sweep.write_references("study_vocab", tmp_path)
+    assert path == tmp_path / "reference" / "poem_next_line.json"
+    first = path.read_text()
+    assert json.loads(first)["tokenizers"] == ref["tokenizers"]
+    real = results.environment
+    monkeypatch.setattr(results, "environment", lambda d: {**real(d), "git_sha": "0" * 40})
+    sweep.write_references("study_vocab", tmp_path)
+    assert path.read_text() == first  # same measurements: not rewritten at another commit
+    path.write_text(first.replace('"n_passages": 50', '"n_passages": 49', 1))
+    sweep.write_references("study_vocab", tmp_path)
+    assert json.loads(path.read_text())["env"]["git_sha"] == "0" * 40  # changed: rewritten

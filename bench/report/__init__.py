@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from bench.report.doc import Figure, Note, Section, Table
-from bench.report.frame import frame_of, load_records, load_results
+from bench.report.frame import frame_of, load_records, load_references, load_results
 from bench.report.render import markdown, page, table_csv, table_tex
 from bench.report.sections import build_sections
 
@@ -40,7 +40,9 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read
     try:
-        sections, files = build_sections(df, sweep=sweep, source=source)
+        sections, files = build_sections(
+            df, sweep=sweep, source=source, references=load_references(results_dir)
+        )
         if skipped:  # a reader must see that the tables leave files out
             sections.append(_unreadable(skipped))
         _write(tmp, f"Fine-tuning benchmark: sweep {sweep}", sections, files, source)

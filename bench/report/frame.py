@@ -161,6 +161,22 @@ def load_records(folder: Path, skipped: list[str] | None = None) -> list[dict[st
     return records
 
 
+def load_references(folder: Path) -> dict[str, dict[str, Any]]:
+    """A sweep's reference measurements (``reference/<task>.json``, bench.sweep.write_references),
+    by task; a file that cannot be read is left out with a warning."""
+    out = {}
+    for path in sorted((Path(folder) / "reference").glob("*.json")):
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            obj = exc
+        if isinstance(obj, dict):
+            out[path.stem] = obj
+        else:
+            warnings.warn(f"skipping reference/{path.name}: not a readable object", stacklevel=2)
+    return out
+
+
 def frame_of(records: list[Mapping[str, Any]]) -> pd.DataFrame:
     flat = [_flatten(r) for r in records]
     dynamic = sorted({k for f in flat for k in f} - set(KNOWN))

@@ -66,6 +66,9 @@ class Data:
     # per (model, task): what sections.leaderboards.cell_view computed (its paired tests resample
     # 9,999 times per pair; four sections read them)
     views: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    # per task: what bench.sweep.write_references measured beside the runs (sources, reference
+    # tokenizers); read from the results folder like the records
+    references: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ bytes); only ``bench.report.build_report`` writes files. The aggregation rules a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pandas as pd
 
 from bench.report.doc import Section, Table
@@ -33,10 +36,16 @@ __all__ = ["build_sections"]
 
 
 def build_sections(
-    df: pd.DataFrame, *, sweep: str, source: str
+    df: pd.DataFrame,
+    *,
+    sweep: str,
+    source: str,
+    references: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[list[Section], list[Table]]:
-    """All report sections, plus tables written only as files (too wide or one row per run)."""
+    """All report sections, plus tables written only as files (too wide or one row per run).
+    `references`: the sweep's reference measurements by task (bench.report.frame)."""
     d = prepare(df)
+    d.references = dict(references or {})
     boards, leaderboard_csv = leaderboards(d)
     sections = [summary(d), provenance(d, sweep=sweep, source=source), *boards, learned(d)]
     lead = verdicts(d) if has_text(d) else []  # a vocabulary study opens with its verdicts

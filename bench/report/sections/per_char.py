@@ -127,6 +127,75 @@ def sentence(ok: pd.DataFrame, ref: str, var: str, what: str, metric: str, srcs:
             f"{ival(eng)} (n={n} seeds): {word}.")  # fmt: skip
 
 
+Tok = tuple[str, int | None, int | None, dict[str, float]]  # name, added k, vocabulary, by source
+
+
+def _tokenizers(ok: pd.DataFrame, model: str) -> list[Tok]:
+    """The model's own tokenizer and each expansion the runs used, with tokens per character by
+    source from the records (training does not change a tokenizer)."""
+    srcs = sources(ok)
+    keys = ok["config"].map(lambda c: tuple(sorted(_expansion(c).items(), key=str)))
+    out = []
+    for key in sorted(set(keys), key=str):
+        e, g = dict(key), ok[keys == key]
+        tpc = {s: float(g[TOKENS.format(state="after", src=s)].mean()) for s in srcs}
+        if not all(math.isfinite(x) and x > 0 for x in tpc.values()):
+            continue
+        k = int(e.get("k", 0))
+        name = f"{model} +{k:,} ({e.get('source')})" if k else model
+        out.append((name, k, None, tpc))
+    return sorted(out, key=lambda t: (t[1] or 0, t[0]))
+
+
+def _references(d: Data, task: str, ok: pd.DataFrame) -> list[Tok]:
+    """The task's reference tokenizers (bench.sweep.write_references), where they were measured
+    on the runs' own held-out passages (the same passages and characters per source), else
+    none."""
+    ref, srcs = d.references.get(task) or {}, sources(ok)
+    text = ref.get("text") or {}
+    for s in srcs:
+        for n in ("n_chars", "n_passages"):
+            col = f"text.before.sources.{s}.{n}"
+            if col not in ok or not isinstance(text.get(s), Mapping) or n not in text[s]:
+                return []
+            if set(ok[col].dropna().astype(int)) != {int(text[s][n])}:
+                return []
+    out: list[Tok] = []
+    for t in ref.get("tokenizers") or []:
+        tpc = t.get("tokens_per_char") if isinstance(t, Mapping) else None
+        if not isinstance(tpc, Mapping) or not set(srcs) <= set(tpc):
+            continue
+        if all(isinstance(tpc[s], (int, float)) and tpc[s] > 0 for s in srcs):
+            name = str(t.get("label") or t.get("name"))
+            vocab = t.get("vocabulary")
+            out.append((name, None, int(vocab) if vocab else None,
+                        {s: float(tpc[s]) for s in srcs}))  # fmt: skip
+    return out
+
+
+def reference_sentence(d: Data, model: str, task: str, ok: pd.DataFrame) -> str | None:
+    """Where the model's tokenizers stand against a Chinese-capable one, per source."""
+    refs, own = _references(d, task, ok), _tokenizers(ok, model)
+    if not refs or not own:
+        return None
+    srcs = sources(ok)
+
+    def per(tpc: Mapping[str, float], fmt: str = "{:.2f}") -> str:
+        return " / ".join(fmt.format(tpc[s]) for s in srcs)
+
+    them = "; ".join(f"{n} (vocabulary {v:,}) {per(t)}" if v else f"{n} {per(t)}"
+                     for n, _, v, t in refs)  # fmt: skip
+    us = "; ".join(f"{n} {per(t)}" for n, _, _, t in own)
+    expanded = [t for t in own if t[1]]
+    least = min(expanded or own, key=lambda x: sum(x[3].values()))
+    ratio = {s: least[3][s] / refs[0][3][s] for s in srcs}
+    subject = f"The finest expansion, {least[0]}," if expanded else f"{model}'s tokenizer"
+    verb = "still needs" if min(ratio.values()) > 1 else "needs"
+    return (f"Tokens per character of the held-out {' / '.join(srcs)} passages: {us}; "
+            f"reference {them}. {subject} {verb} {per(ratio, '{:.2f}×')} as many tokens per "
+            f"character as {refs[0][0]}.")  # fmt: skip
+
+
 def verdicts(d: Data) -> list[str]:
     """Every cell's expansion sentences: what a vocabulary study's report opens with."""
     srcs, out = sources(d.ok), []
@@ -136,6 +205,8 @@ def verdicts(d: Data) -> list[str]:
             metric = first(cell_of(d.df, model, task), "quality.metric") or "quality"
             out += [f"{model} × {task}: " + sentence(ok, r, v, w, metric, srcs)
                     for r, v, w in pairs(ok)]  # fmt: skip
+            ref = reference_sentence(d, model, task, ok)
+            out += [f"{model} × {task}: {ref}"] if ref else []
     return out
 
 
@@ -185,5 +256,27 @@ def per_char(d: Data) -> list[Section]:
             f"per-char-{model}-{task}", f"Per-character measures on {model} × {task}: mean ± "
             "95% t-interval over seeds.", cols, rows, pd.DataFrame(data),
         ))  # fmt: skip
+        sec.blocks += _tokenizer_table(d, model, task, ok, srcs)
         out.append(sec)
     return out or [Section("Per character", "per-char", [DASH])]
+
+
+def _tokenizer_table(
+    d: Data, model: str, task: str, ok: pd.DataFrame, srcs: list[str]
+) -> list[Any]:
+    refs = _references(d, task, ok)
+    if not refs:
+        return []
+    rows, data = [], []
+    for name, k, vocab, tpc in _tokenizers(ok, model) + [(f"{n} (reference)", *r)
+                                                         for n, *r in refs]:  # fmt: skip
+        size = f"{vocab:,}" if vocab else f"base + {k:,}" if k else "base"
+        rows.append([name, size, *(f"{tpc[s]:.3f}" for s in srcs)])
+        data.append({"tokenizer": name, "added_tokens": k, "vocabulary": vocab,
+                     **{f"tokens_per_char_{s}": tpc[s] for s in srcs}})  # fmt: skip
+    return [Table(
+        f"tokenizers-{model}-{task}", "Tokens per character of the same held-out passages: the "
+        "model's tokenizer, each expansion the runs used, and Chinese-capable reference "
+        "tokenizers (reference/<task>.json; no special tokens).",
+        ["Tokenizer", "Vocabulary", *(f"tokens/char {s}" for s in srcs)], rows, pd.DataFrame(data),
+    )]  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 from bench.report.doc import DASH, Block, Note, Section, Table, count, finite, num
@@ -46,6 +48,17 @@ def _hardware(df: pd.DataFrame) -> pd.Series:
     return df.apply(describe, axis=1) if len(df) else pd.Series([], dtype="string")
 
 
+def _ref_code(d: Data) -> str:
+    """Which code wrote the reference files (their env block)."""
+    out = []
+    for task, ref in sorted(d.references.items()):
+        env = ref.get("env") or {}
+        sha = str(env.get("git_sha") or "unrecorded")
+        out.append(f"{task} at git {sha[:7]}" + (", uncommitted changes" if env.get("git_dirty")
+                                                 else ""))  # fmt: skip
+    return "; ".join(out)
+
+
 def _runs(n: int) -> str:
     return f"{n} run" if n == 1 else f"{n} runs"
 
@@ -56,7 +69,13 @@ def provenance(d: Data, *, sweep: str, source: str) -> Section:
     blocks: list[Block] = [
         f"Sweep '{sweep}': {len(df)} run records in {source} ({n_ok} succeeded, "
         f"{len(df) - n_ok} did not), written {_when(df)}. Everything in this report is "
-        "computed from those records alone; per-run values are in tables/runs.csv.",
+        "computed from those records alone"
+        + (
+            f", and the sweep's reference measurements (reference/<task>.json: {_ref_code(d)})"
+            if d.references
+            else ""
+        )
+        + "; per-run values are in tables/runs.csv.",
     ]
     if df.empty:
         blocks.append(Note("No run records were found."))
@@ -91,6 +110,7 @@ def provenance(d: Data, *, sweep: str, source: str) -> Section:
     blocks += _budget_blocks(d)
     blocks.append(_models_table(d))
     blocks.append(_data_table(d))
+    blocks += _other_sources(d)
     blocks.append(_packages_table(df))
     blocks.append(
         "Statistics: each cell shows the mean over seeds ± the half-width of the two-sided 95% "
@@ -227,6 +247,43 @@ def _data_table(d: Data) -> Table:
         rows,
         pd.DataFrame(data),
     )
+
+
+def _other_sources(d: Data) -> list[Block]:
+    """Registry data beside the tasks' own (held-out text, reference tokenizers, dictionaries),
+    from the sweep's reference files; and what the runs' vocabulary expansions drew on."""
+    from bench import vocab
+
+    done = d.df.loc[d.df["status"] == "success", "config"]
+    exp = [vocab.active(c.get("vocab")) for c in done if isinstance(c, Mapping)]
+    exp = [e for e in exp if e]
+    words = any("words" in str(e.get("source")) for e in exp)
+    rows, data = [], []
+    tasks = set(d.df["task"].astype(str))
+    for task, ref in sorted(d.references.items()):
+        if task not in tasks:  # a stale file of a task no record has
+            continue
+        for src in ref.get("sources") or []:
+            if not isinstance(src, Mapping) or not {"source", "use"} <= set(src):
+                continue
+            if src.get("asset") == "jieba" and not words:  # segmentation only for word tokens
+                continue
+            sha = str(src.get("sha256") or DASH)[:12]
+            rows.append([task, src["source"], src.get("license", DASH), sha, src["use"]])
+            data.append({"task": task, **src})
+    out: list[Block] = [Table(
+        "other-sources", "Other registry data these runs use (sha256-checked, cached; from the "
+        "sweep's reference/<task>.json).",
+        ["Task", "Source", "License", "sha256", "Used for"], rows, pd.DataFrame(data),
+    )] if rows else []  # fmt: skip
+    if exp:
+        ks = " and ".join(f"{k:,}" for k in sorted({int(e["k"]) for e in exp}))
+        srcs = ", ".join(sorted({str(e.get("source")) for e in exp}))
+        corp = ", ".join(sorted({str(e.get("corpus")) for e in exp}))
+        out.append(f"Vocabulary expansions in these runs: {ks} new tokens, candidates from "
+                   f"vocab.source = {srcs}, counted on the {corp} corpus's training split "
+                   "only.")  # fmt: skip
+    return out
 
 
 def _packages_table(df: pd.DataFrame) -> Table:
