@@ -134,10 +134,11 @@ def _tokenizers(ok: pd.DataFrame, model: str) -> list[Tok]:
     """The model's own tokenizer and each expansion the runs used, with tokens per character by
     source from the records (training does not change a tokenizer)."""
     srcs = sources(ok)
-    keys = ok["config"].map(lambda c: tuple(sorted(_expansion(c).items(), key=str)))
+    # one tokenizer per size and candidate source (the rows' init and seed do not change it)
+    keys = ok["config"].map(lambda c: (int(_expansion(c).get("k", 0)), _expansion(c).get("source")))
     out = []
     for key in sorted(set(keys), key=str):
-        e, g = dict(key), ok[keys == key]
+        e, g = {"k": key[0], "source": key[1]}, ok[keys == key]
         tpc = {s: float(g[TOKENS.format(state="after", src=s)].mean()) for s in srcs}
         if not all(math.isfinite(x) and x > 0 for x in tpc.values()):
             continue
