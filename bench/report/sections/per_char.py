@@ -135,17 +135,14 @@ def _tokenizers(ok: pd.DataFrame, model: str) -> list[Tok]:
     source from the records (training does not change a tokenizer)."""
     srcs = sources(ok)
     # one tokenizer per size and candidate source (the rows' init and seed do not change it)
-    keys = ok["config"].map(lambda c: (int(_expansion(c).get("k", 0)), _expansion(c).get("source")))
+    keys = ok["config"].map(_expansion).map(lambda e: (int(e.get("k", 0)), e.get("source")))
     out = []
-    for key in sorted(set(keys), key=str):
-        e, g = {"k": key[0], "source": key[1]}, ok[keys == key]
+    for k, src in sorted(set(keys), key=lambda ks: (ks[0], str(ks[1]))):
+        g = ok[keys == (k, src)]
         tpc = {s: float(g[TOKENS.format(state="after", src=s)].mean()) for s in srcs}
-        if not all(math.isfinite(x) and x > 0 for x in tpc.values()):
-            continue
-        k = int(e.get("k", 0))
-        name = f"{model} +{k:,} ({e.get('source')})" if k else model
-        out.append((name, k, None, tpc))
-    return sorted(out, key=lambda t: (t[1] or 0, t[0]))
+        if all(math.isfinite(x) and x > 0 for x in tpc.values()):
+            out.append((f"{model} +{k:,} ({src})" if k else model, k, None, tpc))
+    return out
 
 
 def _references(d: Data, task: str, ok: pd.DataFrame) -> list[Tok]:
