@@ -51,7 +51,7 @@ def has_text(d: Data) -> bool:
     return _measured(d.ok)
 
 
-def _expansion(cfg: Any) -> dict[str, Any]:
+def expansion(cfg: Any) -> dict[str, Any]:
     from bench import vocab
 
     return vocab.active(cfg.get("vocab")) if isinstance(cfg, Mapping) else {}
@@ -62,7 +62,7 @@ def pairs(ok: pd.DataFrame) -> list[tuple[str, str, str]]:
     non-default initialisation against the default one at the same size and source."""
     cfgs = {str(k): g["config"].iloc[0] for k, g in ok.groupby("label")}
     meth = {k: str(g["method"].iloc[0]) for k, g in ok.groupby("label")}
-    exp = {k: _expansion(c) for k, c in cfgs.items()}
+    exp = {k: expansion(c) for k, c in cfgs.items()}
     out = []
     for v, e in sorted(exp.items()):
         if not e:
@@ -135,7 +135,7 @@ def _tokenizers(ok: pd.DataFrame, model: str) -> list[Tok]:
     source from the records (training does not change a tokenizer)."""
     srcs = sources(ok)
     # one tokenizer per size and candidate source (the rows' init and seed do not change it)
-    keys = ok["config"].map(_expansion).map(lambda e: (int(e.get("k", 0)), e.get("source")))
+    keys = ok["config"].map(expansion).map(lambda e: (int(e.get("k", 0)), e.get("source")))
     out = []
     for k, src in sorted(set(keys), key=lambda ks: (ks[0], str(ks[1]))):
         g = ok[keys == (k, src)]

@@ -252,11 +252,9 @@ def _data_table(d: Data) -> Table:
 def _other_sources(d: Data) -> list[Block]:
     """Registry data beside the tasks' own (held-out text, reference tokenizers, dictionaries),
     from the sweep's reference files; and what the runs' vocabulary expansions drew on."""
-    from bench import vocab
+    from bench.report.sections.per_char import expansion
 
-    done = d.df.loc[d.df["status"] == "success", "config"]
-    exp = [vocab.active(c.get("vocab")) for c in done if isinstance(c, Mapping)]
-    exp = [e for e in exp if e]
+    exp = [e for e in d.df.loc[d.df["status"] == "success", "config"].map(expansion) if e]
     words = any("words" in str(e.get("source")) for e in exp)
     rows, data = [], []
     tasks = set(d.df["task"].astype(str))
