@@ -524,6 +524,27 @@ def test_report_has_a_knob_section_only_for_studies(tmp_path: Path) -> None:
     assert "Settings studies" not in (out / "report.md").read_text()
 
 
+@pytest.mark.unit
+def test_settings_run_on_two_cpus_say_their_speed_does_not_compare(tmp_path: Path) -> None:
+    """A study resumed on another machine: the knob section and the leaderboard name each CPU
+    and its settings; on one CPU neither says anything."""
+    intel, amd = ("Intel Xeon", "avx2 amx_bf16"), ("AMD EPYC", "avx2 avx512_bf16")
+    recs = _pair(REF, VAR)
+    for r in recs:
+        r["env"]["cpu"], r["env"]["cpu_flags"] = intel if r["label"] == "lora" else amd
+    md = build_report(write_folder(tmp_path / "two", recs), tmp_path / "r2") / "report.md"
+    text = md.read_text()
+    line = ("These runs ran on different CPUs: AMD EPYC (avx2 avx512_bf16): lora:targets=q+k; "
+            "Intel Xeon (avx2 amx_bf16): lora. Train tok/s compares only between settings run "
+            "on one CPU.")  # fmt: skip
+    assert text.count(line) == 2  # the leaderboard and the target_modules knob
+    assert "The runs span more than one machine: tokens/s compares only" in text
+    for r in recs:
+        r["env"]["cpu"], r["env"]["cpu_flags"] = intel
+    md = build_report(write_folder(tmp_path / "one", recs), tmp_path / "r1") / "report.md"
+    assert "ran on different CPUs" not in md.read_text()
+
+
 # --------------------------------------------------------------------------- remedies (issue 16)
 
 

@@ -131,6 +131,8 @@ def _cell(d: Data, model: str, task: str) -> tuple[Section, list[dict[str, Any]]
             f"No task-metric signal: no method beats the base model's {metric} beyond its 95% "
             f"interval (upper end {num(tests.base_high)}); methods are ranked by answer bits "
             "per byte on the test split instead (lower is better)."))  # fmt: skip
+    if note := machines_note(per):
+        sec.blocks.append(note)
     bpb = _use_bpb(per)
     csv_rows, disp = _rows(model, task, per, tests, bpb)
     sec.blocks.append(
@@ -172,6 +174,26 @@ def _per_label(labels: list[str], all_runs: pd.DataFrame, ok: pd.DataFrame) -> P
         if len(rows) or failed:
             per[label] = (rows, _cell_stats(rows), failed)
     return per
+
+
+def machines_note(per: PerLabel, labels: list[str] | None = None) -> Note | None:
+    """A note when the runs of these labels ran on more than one CPU (model name and the flags
+    that decide bf16 speed): their tokens/s, step times and peak memory do not compare across
+    machines, while quality does. None when they share one machine or record none."""
+    where: dict[str, list[str]] = {}
+    for label in per if labels is None else labels:
+        rows = per[label][0]
+        for _, r in rows.iterrows():
+            cpu, flags = r.get("env.cpu"), r.get("env.cpu_flags")
+            if isinstance(cpu, str) or isinstance(flags, str):
+                name = f"{cpu if isinstance(cpu, str) else '?'} ({flags or 'no flags recorded'})"
+                if label not in where.setdefault(name, []):
+                    where[name].append(label)
+    if len(where) < 2:
+        return None
+    return Note("These runs ran on different CPUs: " + "; ".join(
+        f"{name}: {', '.join(names)}" for name, names in sorted(where.items())
+    ) + ". Train tok/s compares only between settings run on one CPU.")  # fmt: skip
 
 
 def _use_bpb(per: PerLabel) -> bool:

@@ -33,7 +33,7 @@ from bench.report.frame import slug
 from bench.report.prepare import Data, cell_of, first, stat_of
 from bench.report.render import anchor
 from bench.report.sections.answers import answers
-from bench.report.sections.leaderboards import PerLabel, cell_view
+from bench.report.sections.leaderboards import PerLabel, cell_view, machines_note
 from bench.report.sections.remedies import fronts, is_remedy, remedy_comparisons
 from bench.report.sections.selection import lr_of
 from bench.report.sections.significance import ALPHA
@@ -360,6 +360,8 @@ def _knob(d: Data, model: str, task: str, knob: str, effects: list[Effect]) -> S
     cols = ["Setting", "Changed", "LR", "n", metric, f"Δ {metric} [95%]", "p", "Answer bits/byte",
             "Δ bits/byte [95%]", "p", "Δ general bits/byte", "Trainable", "Adapter",
             "Peak memory", "Train tok/s"] + (["Base bits/param"] if storage else [])  # fmt: skip
+    if note := machines_note(per, labels):
+        sec.blocks.append(note)
     by = {e.comparison.variant: e for e in effects}
     rows, data = [], []
     for k in labels:

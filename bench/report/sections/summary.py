@@ -290,7 +290,10 @@ def limitations(d: Data) -> Section:
         )  # fmt: skip
     flags = sorted({str(f) for f in d.df.get("env.cpu_flags", pd.Series()).dropna()})
     if flags:
-        items.append(f"CPU flags of the runs: {'; '.join(flags)} (bf16 speed depends on them).")
+        several = (" The runs span more than one machine: tokens/s compares only between runs "
+                   "of one (the tables' notes say which)." if len(flags) > 1 else "")  # fmt: skip
+        items.append(f"CPU flags of the runs: {'; '.join(flags)} (bf16 speed depends on them)."
+                     + several)  # fmt: skip
     for model in dict.fromkeys(m for m, _ in d.cells):
         note = model_notes(model, first(d.df[d.df["model"] == model], "model_info.notes"))
         if "dequantized" in note.lower():
