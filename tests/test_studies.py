@@ -509,6 +509,10 @@ def test_report_has_a_knob_section_only_for_studies(tmp_path: Path) -> None:
     out = build_report(write_folder(tmp_path / "study", recs), tmp_path / "study_report")
     md = (out / "report.md").read_text()
     assert "## Settings studies" in md and "### lora: target_modules" in md
+    # one note per method: the default's, with its other settings listed, never one per label
+    assert ("- lora (settings lora:targets=q+k: the default below with what each label names "
+            "changed): LoRA (Hu et al., 2021)") in md  # fmt: skip
+    assert "- lora:targets=q+k: LoRA" not in md
     assert "- lora:targets=q+k vs lora: Δ exact_match +0.200 [" in md
     (table,) = [p for p in (out / "tables").glob("study-*.csv")]
     rows = {r["setting"]: r for r in read_csv(table)}

@@ -270,7 +270,7 @@ def get(name: str) -> Method:
     return _REGISTRY[name]
 
 
-def _base(label: str) -> Method | None:
+def of_label(label: str) -> Method | None:
     """The method of a label: its name runs up to the first ':' (settings), '[' (stream),
     '@' (tag), '{' (decoding) or '+vocab' (vocabulary)."""
     _import_all()
@@ -279,12 +279,12 @@ def _base(label: str) -> Method | None:
 
 def rank(label: str) -> tuple[int, str]:
     """Report sort key of a method label: the methods' own order, then alphabetical."""
-    m = _base(label)
+    m = of_label(label)
     return (m.order if m else 1000), label
 
 
 def note(label: str) -> str | None:
-    m = _base(label)
+    m = of_label(label)
     return m.note if m and m.note else None
 
 

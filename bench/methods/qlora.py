@@ -83,10 +83,11 @@ class QLoRA(LoRA):
     order = 7
     quantized = True
     note = (
-        "QLoRA (Dettmers et al., 2023): LoRA on all linear layers of a frozen base quantized "
-        "to 4-bit NormalFloat (NF4) with double quantization of the scales; matmuls run in "
-        "the 16-bit compute dtype. Only the base is quantized: the LoRA adapters stay in "
-        "16/32-bit. Paged AdamW where CUDA exists."
+        "QLoRA (Dettmers et al., 2023): LoRA, with LoRA's settings (here q and v by default; "
+        "the paper adapts all linear layers), on a frozen base quantized to 4-bit NormalFloat "
+        "(NF4) with double quantization of the scales; matmuls run in the compute dtype "
+        "(bf16 where the hardware has it). Only the base is quantized: the LoRA adapters stay "
+        "in 16/32-bit. Paged AdamW where CUDA exists."
     )
 
     def load_kwargs(self, cfg: Mapping[str, Any], device: str) -> dict[str, Any]:

@@ -62,10 +62,23 @@ def failures(d: Data) -> Section:
 
 
 def method_notes(d: Data) -> Section:
-    items = []
+    """One note per method, which describes its default setting; the method's other settings
+    are listed with it (what their labels name differs from that default), so that a note never
+    describes a setting it does not match."""
+    groups: dict[str, list[str]] = {}
     for label in d.labels:
-        note = methods.note(label)
-        items.append(f"{label}: {note}" if note else f"{label}: (no note for this method)")
+        m = methods.of_label(label)
+        groups.setdefault(m.name if m else label, []).append(label)
+    items = []
+    for name, labels in groups.items():
+        note = methods.note(labels[0])
+        head = name + (
+            f" (settings {', '.join(x for x in labels if x != name)}: the default "
+            "below with what each label names changed)"
+            if labels != [name]
+            else ""
+        )
+        items.append(f"{head}: {note or '(no note for this method)'}")
     return Section("Method notes", "methods", [items or ["No methods."]])
 
 
