@@ -178,17 +178,22 @@ def _per_label(labels: list[str], all_runs: pd.DataFrame, ok: pd.DataFrame) -> P
 
 def machines_note(per: PerLabel, labels: list[str] | None = None) -> Note | None:
     """A note when the runs of these labels ran on more than one CPU (model name and the flags
-    that decide bf16 speed): their tokens/s, step times and peak memory do not compare across
-    machines, while quality does. None when they share one machine or record none."""
-    where: dict[str, list[str]] = {}
+    that decide bf16 speed): their tokens/s and step times do not compare across machines,
+    while quality does. A run without recorded flags counts as its CPU model's machine. None
+    when they share one machine or record none."""
+    seen: list[tuple[str, str | None, str]] = []  # (cpu, flags, label) per run
     for label in per if labels is None else labels:
-        rows = per[label][0]
-        for _, r in rows.iterrows():
-            cpu, flags = r.get("env.cpu"), r.get("env.cpu_flags")
-            if isinstance(cpu, str) or isinstance(flags, str):
-                name = f"{cpu if isinstance(cpu, str) else '?'} ({flags or 'no flags recorded'})"
-                if label not in where.setdefault(name, []):
-                    where[name].append(label)
+        for cpu, flags in zip(*(per[label][0].get(k, pd.Series(dtype=object))
+                                for k in ("env.cpu", "env.cpu_flags")), strict=True):  # fmt: skip
+            if isinstance(cpu, str) and cpu:
+                seen.append((cpu, flags if isinstance(flags, str) and flags else None, label))
+    flagged = {cpu: flags for cpu, flags, _ in seen if flags}
+    where: dict[str, list[str]] = {}
+    for cpu, flags, label in seen:
+        flags = flags or flagged.get(cpu)
+        names = where.setdefault(cpu + (f" ({flags})" if flags else ""), [])
+        if label not in names:
+            names.append(label)
     if len(where) < 2:
         return None
     return Note("These runs ran on different CPUs: " + "; ".join(

@@ -73,8 +73,8 @@ def method_notes(d: Data) -> Section:
     for name, labels in groups.items():
         note = methods.note(labels[0])
         head = name + (
-            f" (settings {', '.join(x for x in labels if x != name)}: the default "
-            "below with what each label names changed)"
+            f" (runs labelled {', '.join(x for x in labels if x != name)}: the method's "
+            "default below with what each label names changed)"
             if labels != [name]
             else ""
         )

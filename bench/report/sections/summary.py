@@ -291,7 +291,8 @@ def limitations(d: Data) -> Section:
     flags = sorted({str(f) for f in d.df.get("env.cpu_flags", pd.Series()).dropna()})
     if flags:
         several = (" The runs span more than one machine: tokens/s compares only between runs "
-                   "of one (the tables' notes say which)." if len(flags) > 1 else "")  # fmt: skip
+                   "of one; where one table mixes machines, its note says which." if len(flags) > 1
+                   else "")  # fmt: skip
         items.append(f"CPU flags of the runs: {'; '.join(flags)} (bf16 speed depends on them)."
                      + several)  # fmt: skip
     for model in dict.fromkeys(m for m, _ in d.cells):
