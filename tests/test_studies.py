@@ -548,6 +548,7 @@ def test_settings_run_on_two_cpus_say_their_speed_does_not_compare(tmp_path: Pat
     del recs[0]["env"]["cpu_flags"]  # a run without flags counts as its CPU model's machine
     md = build_report(write_folder(tmp_path / "one", recs), tmp_path / "r1") / "report.md"
     assert "ran on different CPUs" not in md.read_text()
+    assert "span more than one machine" not in md.read_text()  # Limitations: the same machines
 
 
 # --------------------------------------------------------------------------- remedies (issue 16)

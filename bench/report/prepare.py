@@ -233,3 +233,23 @@ def concurrency(df: pd.DataFrame, others: pd.DataFrame | None = None) -> tuple[i
     pool = _intervals(df if others is None else others)
     busy = sum(any((c, d) != (a, b) and a < d and c < b for c, d in pool) for a, b in spans)
     return busy, len(spans)
+
+
+def machines(df: pd.DataFrame) -> dict[str, list[str]]:
+    """The CPUs the runs of `df` ran on, "model (flags)", each with its runs' labels in `df`'s
+    order: tokens/s and step times compare only within one. A run without recorded flags counts
+    as its CPU model's machine; a run without a CPU model is left out."""
+    seen: list[tuple[str, str | None, str]] = []  # (cpu, flags, label) per run
+    none = pd.Series([None] * len(df), index=df.index, dtype=object)
+    for cpu, flags, label in zip(df.get("env.cpu", none), df.get("env.cpu_flags", none),
+                                 df.get("label", none), strict=True):  # fmt: skip
+        if isinstance(cpu, str) and cpu:
+            seen.append((cpu, flags if isinstance(flags, str) and flags else None, str(label)))
+    flagged = {cpu: flags for cpu, flags, _ in seen if flags}
+    where: dict[str, list[str]] = {}
+    for cpu, flags, label in seen:
+        flags = flags or flagged.get(cpu)
+        names = where.setdefault(cpu + (f" ({flags})" if flags else ""), [])
+        if label not in names:
+            names.append(label)
+    return where

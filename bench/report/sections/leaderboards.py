@@ -30,6 +30,7 @@ from bench.report.prepare import (
     cell_of,
     concurrency,
     first,
+    machines,
     stat_of,
 )
 from bench.report.render import anchor
@@ -177,23 +178,10 @@ def _per_label(labels: list[str], all_runs: pd.DataFrame, ok: pd.DataFrame) -> P
 
 
 def machines_note(per: PerLabel, labels: list[str] | None = None) -> Note | None:
-    """A note when the runs of these labels ran on more than one CPU (model name and the flags
-    that decide bf16 speed): their tokens/s and step times do not compare across machines,
-    while quality does. A run without recorded flags counts as its CPU model's machine. None
-    when they share one machine or record none."""
-    seen: list[tuple[str, str | None, str]] = []  # (cpu, flags, label) per run
-    for label in per if labels is None else labels:
-        for cpu, flags in zip(*(per[label][0].get(k, pd.Series(dtype=object))
-                                for k in ("env.cpu", "env.cpu_flags")), strict=True):  # fmt: skip
-            if isinstance(cpu, str) and cpu:
-                seen.append((cpu, flags if isinstance(flags, str) and flags else None, label))
-    flagged = {cpu: flags for cpu, flags, _ in seen if flags}
-    where: dict[str, list[str]] = {}
-    for cpu, flags, label in seen:
-        flags = flags or flagged.get(cpu)
-        names = where.setdefault(cpu + (f" ({flags})" if flags else ""), [])
-        if label not in names:
-            names.append(label)
+    """A note when the runs of these labels ran on more than one CPU (prepare.machines): their
+    tokens/s and step times do not compare across machines, while quality does."""
+    rows = [per[k][0] for k in (per if labels is None else labels)]
+    where = machines(pd.concat(rows)) if rows else {}
     if len(where) < 2:
         return None
     return Note("These runs ran on different CPUs: " + "; ".join(

@@ -14,7 +14,7 @@ import pandas as pd
 from bench.report import figures as F
 from bench.report.doc import DASH, Note, Section, Table, num, stat
 from bench.report.notes import model_notes
-from bench.report.prepare import Data, cell_of, concurrency, first, stat_of
+from bench.report.prepare import Data, cell_of, concurrency, first, machines, stat_of
 from bench.report.sections import significance as sig
 from bench.report.sections.leaderboards import PerLabel, cell_view
 from bench.report.sections.selection import choices, edge_note
@@ -291,7 +291,8 @@ def limitations(d: Data) -> Section:
     flags = sorted({str(f) for f in d.df.get("env.cpu_flags", pd.Series()).dropna()})
     if flags:
         several = (" The runs span more than one machine: tokens/s compares only between runs "
-                   "of one; where one table mixes machines, its note says which." if len(flags) > 1
+                   "of one; where one table mixes machines, its note says which."
+                   if len(machines(d.df)) > 1
                    else "")  # fmt: skip
         items.append(f"CPU flags of the runs: {'; '.join(flags)} (bf16 speed depends on them)."
                      + several)  # fmt: skip
